@@ -1,0 +1,1 @@
+//! Guest memory, framebuffer descriptions and their export as udmabufs.

@@ -1,0 +1,1 @@
+//! Turning exported framebuffers into something drawable: CPU mappings and conversion.

@@ -1,0 +1,1 @@
+//! Putting frames on a screen: wl_shm, GL, KMS.

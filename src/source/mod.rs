@@ -1,0 +1,1 @@
+//! Where frames come from: the built-in demo guest, later real VMMs.
