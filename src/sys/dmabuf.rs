@@ -212,6 +212,13 @@ impl Mapping {
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 
+    /// `madvise` over the whole mapping (populate, for instance).
+    pub fn advise(&self, advice: rustix::mm::Advice) -> std::result::Result<(), Errno> {
+        // SAFETY: the range is exactly this mapping, which lives as long as `self`;
+        // the advice values used (populate) do not change what the memory holds.
+        unsafe { rustix::mm::madvise(self.ptr.as_ptr().cast(), self.len, advice) }
+    }
+
     /// Copies bytes out, bounds checked.
     pub fn read_at(&self, offset: usize, out: &mut [u8]) -> Result<()> {
         let end = offset.checked_add(out.len()).filter(|&end| end <= self.len);

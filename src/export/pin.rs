@@ -1,0 +1,756 @@
+//! The pin manager: long-term pins of guest pages for display, with a budget, shared
+//! leases, and discards that revoke exports before the memory goes away.
+//!
+//! The kernel does none of this bookkeeping for udmabuf: it charges no locked_vm, and a
+//! `FALLOC_FL_PUNCH_HOLE` of a pinned range succeeds and silently disconnects the
+//! display's pages from the guest's (verified on 6.12). So guestfb keeps the books:
+//! every pin goes through [`PinManager::pin`], and every discard through
+//! [`PinManager::discard`].
+
+use std::collections::BTreeMap;
+use std::os::fd::AsFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rustix::mm::Advice;
+
+use crate::sys::dmabuf::{Access, DmaBuf, Mapping};
+use crate::sys::memfd::Memfd;
+use crate::sys::udmabuf::{self, Udmabuf};
+use crate::sys::{self as sys, SysError};
+
+use super::memory::{MemfdId, MemfdPiece};
+use super::ExportError;
+
+/// What a pin is for. Scanout needs a long-term pin; the policy decides what happens on
+/// kernels without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinPurpose {
+    /// A display engine or GPU reads the pages for as long as the frame is shown.
+    Scanout,
+    /// Short CPU reads (the gl=off copy path); a plain reference is good enough.
+    CpuRead,
+}
+
+/// How the pin manager behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PinPolicy {
+    /// Most bytes pinned at once (overlaps counted once).
+    pub budget: u64,
+    /// Allow scanout pins on kernels that hold pages by plain reference (before 6.11).
+    /// Off by default; when on, [`PinManager::semantics`] and each lease report it.
+    pub allow_without_longterm: bool,
+}
+
+impl Default for PinPolicy {
+    /// The budget is RLIMIT_MEMLOCK's soft limit, like vfio's locked_vm accounting.
+    fn default() -> Self {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Memlock);
+        Self {
+            budget: limit.current.unwrap_or(u64::MAX),
+            allow_without_longterm: false,
+        }
+    }
+}
+
+/// What the running kernel does when udmabuf pins pages.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LongtermPin {
+    /// Seen: pages in ZONE_MOVABLE moved out when pinned.
+    Verified {
+        /// Pages that left ZONE_MOVABLE.
+        moved_pages: u64,
+    },
+    /// Not observable here (no ZONE_MOVABLE, not root): assumed from the version
+    /// (Linux ≥ 6.11 pins with memfd_pin_folios).
+    ByVersion,
+    /// Seen: pinned pages stayed in ZONE_MOVABLE. Not a long-term pin.
+    NotMigrated {
+        /// Pages still in ZONE_MOVABLE after the pin.
+        pages_left: u64,
+    },
+    /// The kernel holds plain page references (udmabuf before 6.11).
+    PlainReference,
+    /// No udmabuf: nothing is pinned; memfds are mapped directly.
+    NoUdmabuf,
+}
+
+impl LongtermPin {
+    /// Whether pins are long-term.
+    pub fn is_longterm(&self) -> bool {
+        matches!(self, Self::Verified { .. } | Self::ByVersion)
+    }
+}
+
+/// Known kernel bugs that change what guestfb must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quirk {
+    /// `vmap_udmabuf()` ignores folio offsets (6.11 until fixed upstream): in-kernel
+    /// vmap users such as the vkms composer see the head page of each hugetlb folio
+    /// repeated. CPU mmap is correct. Avoid scanning hugetlb udmabufs through vmap.
+    HugetlbVmapHeadPage,
+}
+
+/// What the running kernel offers, as [`PinManager::probe`] found it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PinSemantics {
+    /// `uname -r`.
+    pub kernel: String,
+    /// `/dev/udmabuf` opens.
+    pub udmabuf_present: bool,
+    /// Long-term pinning, and how that was decided.
+    pub longterm_pin: LongtermPin,
+    /// hugetlb folios are pinned whole and mapped at the right offsets (≥ 6.11).
+    pub hugetlb_folio_pin: bool,
+    /// udmabuf mmap uses VM_PFNMAP (≥ 6.11).
+    pub pfnmap_mmap: bool,
+    /// The module limits.
+    pub limits: Option<udmabuf::Limits>,
+    /// Known quirks of this kernel.
+    pub quirks: Vec<Quirk>,
+}
+
+/// One pin: a udmabuf over memfd pieces, shared by every lease with the same pieces.
+#[derive(Debug)]
+struct PinRecord {
+    pieces: Vec<(MemfdId, u64, u64)>,
+    dmabuf: Option<DmaBuf>,
+    mapping: Option<Arc<Mapping>>,
+    holders: Vec<Holder>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Holder {
+    lease: u64,
+    buffer_id: u64,
+    generation: u64,
+}
+
+#[derive(Debug, Default)]
+struct PinTable {
+    records: BTreeMap<u64, PinRecord>,
+    next_id: u64,
+    revoked_leases: BTreeMap<u64, Holder>,
+}
+
+impl PinTable {
+    /// Bytes pinned, overlaps counted once, optionally with extra pieces added.
+    fn pinned_bytes_with(&self, extra: &[(MemfdId, u64, u64)]) -> u64 {
+        let mut ranges: Vec<(MemfdId, u64, u64)> = self
+            .records
+            .values()
+            .filter(|record| record.dmabuf.is_some())
+            .flat_map(|record| record.pieces.iter().copied())
+            .chain(extra.iter().copied())
+            .collect();
+        ranges.sort();
+        let mut total = 0;
+        let mut current: Option<(MemfdId, u64, u64)> = None;
+        for (id, start, len) in ranges {
+            let end = start + len;
+            match &mut current {
+                Some((cur_id, _, cur_end)) if *cur_id == id && start <= *cur_end => {
+                    *cur_end = (*cur_end).max(end);
+                }
+                _ => {
+                    if let Some((_, s, e)) = current {
+                        total += e - s;
+                    }
+                    current = Some((id, start, end));
+                }
+            }
+        }
+        if let Some((_, s, e)) = current {
+            total += e - s;
+        }
+        total
+    }
+}
+
+/// A revoked export, as reported to listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revocation {
+    /// The buffer whose export died.
+    pub buffer_id: u64,
+    /// The generation that died; the next export of the buffer gets a higher one.
+    pub generation: u64,
+}
+
+type Listener = Box<dyn FnMut(&Revocation) + Send>;
+
+#[derive(Default)]
+struct Shared {
+    table: Mutex<PinTable>,
+    listeners: Mutex<Vec<Listener>>,
+}
+
+/// Whether a discard of pinned memory is refused or revokes the exports first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscardMode {
+    /// Refuse while any export pins the range.
+    Refuse,
+    /// Revoke the exports that pin it (listeners are told), then discard.
+    Revoke,
+}
+
+/// What a discard did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscardReport {
+    /// Exports revoked first.
+    pub revoked: Vec<Revocation>,
+}
+
+/// Pins guest memory for display, keeps the budget, and coordinates discards.
+pub struct PinManager {
+    shared: Arc<Shared>,
+    udmabuf: Option<Udmabuf>,
+    semantics: PinSemantics,
+    policy: PinPolicy,
+}
+
+impl std::fmt::Debug for PinManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinManager")
+            .field("semantics", &self.semantics)
+            .field("policy", &self.policy)
+            .field("pinned_bytes", &self.pinned_bytes())
+            .finish()
+    }
+}
+
+/// One export's hold on a pin. Dropping the last lease of a pin unpins it.
+pub struct PinLease {
+    shared: Arc<Shared>,
+    record: u64,
+    lease: u64,
+    longterm: bool,
+}
+
+impl std::fmt::Debug for PinLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinLease")
+            .field("record", &self.record)
+            .field("lease", &self.lease)
+            .field("longterm", &self.longterm)
+            .finish()
+    }
+}
+
+impl PinManager {
+    /// Opens `/dev/udmabuf` if there is one and probes the kernel.
+    pub fn new(policy: PinPolicy) -> Self {
+        let udmabuf = Udmabuf::open().ok();
+        let semantics = probe_with(udmabuf.as_ref());
+        Self {
+            shared: Arc::default(),
+            udmabuf,
+            semantics,
+            policy,
+        }
+    }
+
+    /// Reports the pin semantics of the running kernel, from behaviour where it can.
+    pub fn probe() -> PinSemantics {
+        probe_with(Udmabuf::open().ok().as_ref())
+    }
+
+    /// What this manager found when it started.
+    pub fn semantics(&self) -> &PinSemantics {
+        &self.semantics
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> PinPolicy {
+        self.policy
+    }
+
+    /// Replaces the udmabuf limits checked before each create (tests use small ones).
+    pub fn set_udmabuf_limits(&mut self, limits: udmabuf::Limits) {
+        if let Some(device) = &mut self.udmabuf {
+            device.set_limits(limits);
+        }
+    }
+
+    /// Whether pins make udmabufs (false: memfds are mapped directly, nothing pinned).
+    pub fn has_udmabuf(&self) -> bool {
+        self.udmabuf.is_some()
+    }
+
+    /// Bytes pinned now, overlaps counted once.
+    pub fn pinned_bytes(&self) -> u64 {
+        lock(&self.shared.table).pinned_bytes_with(&[])
+    }
+
+    /// Number of distinct pins (udmabufs) held.
+    pub fn pin_count(&self) -> usize {
+        lock(&self.shared.table).records.len()
+    }
+
+    /// Calls `listener` for every export revoked by a discard, before the memory is
+    /// discarded. Holders drop their images, mappings and planes there.
+    pub fn on_revoke(&self, listener: impl FnMut(&Revocation) + Send + 'static) {
+        lock(&self.shared.listeners).push(Box::new(listener));
+    }
+
+    /// Pins `pieces` (in order) for buffer `buffer_id` generation `generation`.
+    ///
+    /// Identical pieces share one udmabuf. The budget is checked and the pages are
+    /// populated before any udmabuf is created: a short hugetlb pool is an error here,
+    /// never a SIGBUS later.
+    pub(crate) fn pin(
+        &self,
+        pieces: &[MemfdPiece],
+        purpose: PinPurpose,
+        buffer_id: u64,
+        generation: u64,
+    ) -> Result<PinLease, ExportError> {
+        let longterm = self.semantics.longterm_pin.is_longterm();
+        if purpose == PinPurpose::Scanout
+            && self.udmabuf.is_some()
+            && !longterm
+            && !self.policy.allow_without_longterm
+        {
+            return Err(ExportError::NoLongtermPin {
+                kernel: self.semantics.kernel.clone(),
+            });
+        }
+        let key: Vec<(MemfdId, u64, u64)> = pieces
+            .iter()
+            .map(|piece| (piece.memfd_id, piece.offset, piece.len))
+            .collect();
+        let mut table = lock(&self.shared.table);
+        let lease = table.next_id;
+        table.next_id += 1;
+        let holder = Holder {
+            lease,
+            buffer_id,
+            generation,
+        };
+        if let Some((&record_id, record)) = table
+            .records
+            .iter_mut()
+            .find(|(_, record)| record.pieces == key)
+        {
+            record.holders.push(holder);
+            return Ok(PinLease {
+                shared: self.shared.clone(),
+                record: record_id,
+                lease,
+                longterm,
+            });
+        }
+
+        let dmabuf = match &self.udmabuf {
+            Some(device) => {
+                let pinned = table.pinned_bytes_with(&[]);
+                let after = table.pinned_bytes_with(&key);
+                if after > self.policy.budget {
+                    return Err(ExportError::BudgetExceeded {
+                        requested: after - pinned,
+                        pinned,
+                        budget: self.policy.budget,
+                    });
+                }
+                let ranges: Vec<udmabuf::Range<'_>> = pieces
+                    .iter()
+                    .map(|piece| udmabuf::Range {
+                        memfd: piece.memfd.as_fd(),
+                        offset: piece.offset,
+                        size: piece.len,
+                    })
+                    .collect();
+                // Check limits and seals before touching the pool.
+                let total = pieces.iter().map(|piece| piece.len).sum();
+                device.limits().check(ranges.len(), total)?;
+                for range in &ranges {
+                    udmabuf::check_range(range)?;
+                }
+                for piece in pieces {
+                    populate(&piece.memfd, piece.offset, piece.len)?;
+                }
+                Some(if let [range] = ranges.as_slice() {
+                    device.create(*range)?
+                } else {
+                    device.create_list(&ranges)?
+                })
+            }
+            None => None,
+        };
+        let record_id = lease;
+        table.records.insert(
+            record_id,
+            PinRecord {
+                pieces: key,
+                dmabuf,
+                mapping: None,
+                holders: vec![holder],
+            },
+        );
+        Ok(PinLease {
+            shared: self.shared.clone(),
+            record: record_id,
+            lease,
+            longterm,
+        })
+    }
+
+    /// Discards `len` bytes of `memfd` at `offset` (`FALLOC_FL_PUNCH_HOLE`), as a
+    /// balloon, virtio-mem or the guest's own free would.
+    ///
+    /// While exports pin any of it: [`DiscardMode::Refuse`] fails with
+    /// [`ExportError::RangePinned`]; [`DiscardMode::Revoke`] revokes them (their
+    /// dma-buf and mapping are dropped, listeners told) and only then punches the hole.
+    pub fn discard(
+        &self,
+        memfd: &Memfd,
+        offset: u64,
+        len: u64,
+        mode: DiscardMode,
+    ) -> Result<DiscardReport, ExportError> {
+        let end = offset
+            .checked_add(len)
+            .filter(|&end| len > 0 && end <= memfd.size().unwrap_or(0))
+            .ok_or(ExportError::DiscardOutside { offset, len })?;
+        let id = MemfdId::of(memfd)?;
+        let mut revoked = Vec::new();
+        let mut dropped = Vec::new();
+        {
+            let mut table = lock(&self.shared.table);
+            let hit: Vec<u64> = table
+                .records
+                .iter()
+                .filter(|(_, record)| {
+                    record.pieces.iter().any(|&(piece_id, start, piece_len)| {
+                        piece_id == id && start < end && offset < start + piece_len
+                    })
+                })
+                .map(|(&record_id, _)| record_id)
+                .collect();
+            if !hit.is_empty() && mode == DiscardMode::Refuse {
+                return Err(ExportError::RangePinned {
+                    offset,
+                    len,
+                    exports: hit
+                        .iter()
+                        .map(|record_id| table.records[record_id].holders.len())
+                        .sum(),
+                });
+            }
+            for record_id in hit {
+                if let Some(record) = table.records.remove(&record_id) {
+                    for holder in &record.holders {
+                        revoked.push(Revocation {
+                            buffer_id: holder.buffer_id,
+                            generation: holder.generation,
+                        });
+                        table.revoked_leases.insert(holder.lease, *holder);
+                    }
+                    dropped.push(record);
+                }
+            }
+        }
+        for revocation in &revoked {
+            for listener in lock(&self.shared.listeners).iter_mut() {
+                listener(revocation);
+            }
+        }
+        // Our dma-buf fds and mappings go before the hole is punched.
+        drop(dropped);
+        memfd.punch_hole(offset, len)?;
+        Ok(DiscardReport { revoked })
+    }
+}
+
+impl PinLease {
+    /// Whether the pages are pinned long-term (false only with the opt-in policy on an
+    /// old kernel, or with no udmabuf at all).
+    pub fn is_longterm(&self) -> bool {
+        self.longterm
+    }
+
+    /// Whether a discard revoked this lease.
+    pub fn is_revoked(&self) -> bool {
+        lock(&self.shared.table)
+            .revoked_leases
+            .contains_key(&self.lease)
+    }
+
+    /// Runs `f` with the pinned dma-buf (`None` when there is no udmabuf and memfds are
+    /// mapped directly); `None` as the outer result when the lease was revoked. The
+    /// pin cannot be revoked while `f` runs.
+    pub fn with_dmabuf<R>(&self, f: impl FnOnce(Option<&DmaBuf>) -> R) -> Option<R> {
+        let table = lock(&self.shared.table);
+        let record = table.records.get(&self.record)?;
+        Some(f(record.dmabuf.as_ref()))
+    }
+
+    /// A read mapping of the whole dma-buf, made once and shared; `None` when revoked
+    /// or when there is no dma-buf.
+    pub fn dmabuf_mapping(&self) -> Option<Result<Arc<Mapping>, SysError>> {
+        let mut table = lock(&self.shared.table);
+        let record = table.records.get_mut(&self.record)?;
+        let dmabuf = record.dmabuf.as_ref()?;
+        if let Some(mapping) = &record.mapping {
+            return Some(Ok(mapping.clone()));
+        }
+        Some(dmabuf.mmap(Access::Read).map(|mapping| {
+            let mapping = Arc::new(mapping);
+            record.mapping = Some(mapping.clone());
+            mapping
+        }))
+    }
+}
+
+impl Drop for PinLease {
+    fn drop(&mut self) {
+        let mut table = lock(&self.shared.table);
+        table.revoked_leases.remove(&self.lease);
+        let now_unused = table.records.get_mut(&self.record).is_some_and(|record| {
+            record.holders.retain(|holder| holder.lease != self.lease);
+            record.holders.is_empty()
+        });
+        if now_unused {
+            table.records.remove(&self.record);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain bookkeeping behind; keep going.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Allocates the pages of a range before it is pinned: `fallocate` for hugetlb (an
+/// empty pool fails here with ENOSPC), `MADV_POPULATE_WRITE` through a temporary
+/// mapping otherwise (falling back to `fallocate` on kernels before 5.14).
+pub fn populate(memfd: &Memfd, offset: u64, len: u64) -> Result<(), ExportError> {
+    if memfd.is_hugetlb() {
+        let page = memfd.page_size();
+        let start = offset - offset % page;
+        let end = (offset + len).next_multiple_of(page);
+        let free_before = sys::hugetlb::pool(page).map_or(0, |pool| pool.free);
+        return memfd
+            .allocate(start, end - start)
+            .map_err(|error| match error.errno() {
+                Some(rustix::io::Errno::NOSPC) => ExportError::PoolExhausted {
+                    page_size: page,
+                    needed: (end - start) / page,
+                    free: free_before,
+                },
+                _ => ExportError::Sys(error),
+            });
+    }
+    let page = sys::page_size();
+    let start = offset - offset % page;
+    let map_len = usize::try_from((offset + len).next_multiple_of(page) - start).map_err(|_| {
+        ExportError::Overflow {
+            what: "populate length",
+        }
+    })?;
+    let mapping = Mapping::new(memfd.as_fd(), start, map_len, Access::ReadWrite)?;
+    match mapping.advise(Advice::LinuxPopulateWrite) {
+        Ok(()) => Ok(()),
+        Err(errno) if errno == rustix::io::Errno::INVAL => {
+            Ok(memfd.allocate(start, map_len as u64)?)
+        }
+        Err(errno) => Err(ExportError::Sys(SysError::Syscall {
+            op: "madvise(MADV_POPULATE_WRITE)",
+            errno,
+        })),
+    }
+}
+
+/// Where the pages of a memfd range are, as `/proc/self/pagemap` and `/proc/zoneinfo`
+/// tell a root process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ZoneAudit {
+    /// Base pages in the range.
+    pub pages: u64,
+    /// Pages with a visible PFN (0 without CAP_SYS_ADMIN: PFNs read as zero).
+    pub pages_with_pfn: u64,
+    /// Pages whose PFN lies in a ZONE_MOVABLE span.
+    pub in_movable: u64,
+}
+
+/// PFN spans `[start, end)` of every ZONE_MOVABLE, from `/proc/zoneinfo`.
+pub fn movable_zone_spans() -> Vec<(u64, u64)> {
+    std::fs::read_to_string("/proc/zoneinfo")
+        .map(|text| parse_movable_spans(&text))
+        .unwrap_or_default()
+}
+
+fn parse_movable_spans(zoneinfo: &str) -> Vec<(u64, u64)> {
+    let mut spans = Vec::new();
+    let mut in_movable = false;
+    let mut spanned = 0;
+    for line in zoneinfo.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("Node") => {
+                in_movable = line.trim_end().ends_with("Movable");
+                spanned = 0;
+            }
+            Some("spanned") if in_movable => {
+                spanned = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+            }
+            Some("start_pfn:") if in_movable => {
+                if let Some(start) = words.next().and_then(|w| w.parse::<u64>().ok()) {
+                    if spanned > 0 {
+                        spans.push((start, start + spanned));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    spans
+}
+
+/// Audits where the pages of `len` bytes of `memfd` at `offset` are (faulting them
+/// into a temporary read mapping first).
+pub fn audit(memfd: &Memfd, offset: u64, len: u64) -> Result<ZoneAudit, ExportError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let map_len = usize::try_from(len).map_err(|_| ExportError::Overflow {
+        what: "audit length",
+    })?;
+    let mapping = Mapping::new(memfd.as_fd(), offset, map_len, Access::Read)?;
+    mapping
+        .advise(Advice::LinuxPopulateRead)
+        .map_err(|errno| SysError::Syscall {
+            op: "madvise(MADV_POPULATE_READ)",
+            errno,
+        })?;
+    let page = sys::page_size();
+    let pages = len.div_ceil(page);
+    let mut pagemap =
+        std::fs::File::open("/proc/self/pagemap").map_err(io_error("open pagemap"))?;
+    pagemap
+        .seek(SeekFrom::Start(mapping.as_ptr() as u64 / page * 8))
+        .map_err(io_error("seek pagemap"))?;
+    let mut raw = vec![0u8; pages as usize * 8];
+    pagemap
+        .read_exact(&mut raw)
+        .map_err(io_error("read pagemap"))?;
+    let spans = movable_zone_spans();
+    let mut audit = ZoneAudit {
+        pages,
+        pages_with_pfn: 0,
+        in_movable: 0,
+    };
+    for entry in raw.chunks_exact(8) {
+        let entry = u64::from_le_bytes(entry.try_into().expect("8-byte chunk"));
+        let present = entry >> 63 == 1;
+        let pfn = entry & ((1 << 55) - 1);
+        if present && pfn != 0 {
+            audit.pages_with_pfn += 1;
+            if spans
+                .iter()
+                .any(|&(start, end)| (start..end).contains(&pfn))
+            {
+                audit.in_movable += 1;
+            }
+        }
+    }
+    Ok(audit)
+}
+
+fn io_error(op: &'static str) -> impl FnOnce(std::io::Error) -> ExportError {
+    move |error| {
+        ExportError::Sys(SysError::Syscall {
+            op,
+            errno: rustix::io::Errno::from_io_error(&error).unwrap_or(rustix::io::Errno::IO),
+        })
+    }
+}
+
+fn probe_with(device: Option<&Udmabuf>) -> PinSemantics {
+    let kernel = sys::kernel_release();
+    let modern = sys::parse_kernel_version(&kernel).is_some_and(|version| version >= (6, 11));
+    let longterm_pin = match device {
+        None => LongtermPin::NoUdmabuf,
+        Some(device) => match observe_migration(device) {
+            Some(observed) => observed,
+            None if modern => LongtermPin::ByVersion,
+            None => LongtermPin::PlainReference,
+        },
+    };
+    let mut quirks = Vec::new();
+    // Fixed upstream by "udmabuf: fix vmap missed offset page" (after 6.15).
+    if device.is_some()
+        && modern
+        && sys::parse_kernel_version(&kernel).is_some_and(|version| version < (6, 16))
+    {
+        quirks.push(Quirk::HugetlbVmapHeadPage);
+    }
+    PinSemantics {
+        kernel,
+        udmabuf_present: device.is_some(),
+        longterm_pin,
+        hugetlb_folio_pin: device.is_some() && modern,
+        pfnmap_mmap: device.is_some() && modern,
+        limits: device.map(Udmabuf::limits),
+        quirks,
+    }
+}
+
+/// Pins a small memfd and watches whether its pages leave ZONE_MOVABLE. `None` when
+/// that cannot be seen (no movable zone, PFNs hidden, pages not in the zone to start).
+fn observe_migration(device: &Udmabuf) -> Option<LongtermPin> {
+    if movable_zone_spans().is_empty() {
+        return None;
+    }
+    const LEN: u64 = 4 << 20;
+    let memfd = Memfd::create("guestfb-probe").ok()?;
+    memfd.set_size(LEN).ok()?;
+    memfd
+        .add_seals(sys::memfd::Seals::SHRINK | sys::memfd::Seals::GROW)
+        .ok()?;
+    populate(&memfd, 0, LEN).ok()?;
+    let before = audit(&memfd, 0, LEN).ok()?;
+    if before.pages_with_pfn == 0 || before.in_movable == 0 {
+        return None;
+    }
+    let pin = device
+        .create(udmabuf::Range {
+            memfd: memfd.as_fd(),
+            offset: 0,
+            size: LEN,
+        })
+        .ok()?;
+    let after = audit(&memfd, 0, LEN).ok()?;
+    drop(pin);
+    Some(if after.in_movable == 0 {
+        LongtermPin::Verified {
+            moved_pages: before.in_movable,
+        }
+    } else {
+        LongtermPin::NotMigrated {
+            pages_left: after.in_movable,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zoneinfo_movable_spans_parse() {
+        let text = "Node 0, zone   Normal\n  pages free     1\n        spanned  100\n  start_pfn:           4096\n\
+                    Node 0, zone  Movable\n  pages free     5\n        spanned  262144\n        present  262144\n  start_pfn:           393216\n\
+                    Node 0, zone   Device\n  pages free     0\n        spanned  0\n  start_pfn:           0\n";
+        assert_eq!(parse_movable_spans(text), vec![(393216, 393216 + 262144)]);
+    }
+
+    #[test]
+    fn overlapping_pieces_count_once() {
+        let memfd = Memfd::create("x").unwrap();
+        let id = MemfdId::of(&memfd).unwrap();
+        let table = PinTable::default();
+        let pieces = [(id, 0, 8192), (id, 4096, 8192), (id, 65536, 4096)];
+        assert_eq!(table.pinned_bytes_with(&pieces), 12288 + 4096);
+    }
+}
