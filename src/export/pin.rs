@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustix::mm::Advice;
 
-use crate::sys::dmabuf::{Access, DmaBuf, Mapping};
+use crate::sys::dmabuf::{Access, DmaBuf, MapPiece, Mapping};
 use crate::sys::memfd::Memfd;
 use crate::sys::udmabuf::{self, Udmabuf};
 use crate::sys::{self as sys, SysError};
@@ -115,9 +115,25 @@ pub struct PinSemantics {
 #[derive(Debug)]
 struct PinRecord {
     pieces: Vec<(MemfdId, u64, u64)>,
+    /// The memfds, for mapping them directly when there is no dma-buf.
+    memfds: Vec<MemfdPiece>,
     dmabuf: Option<DmaBuf>,
-    mapping: Option<Arc<Mapping>>,
+    /// The CPU mapping, made on first read and dropped with the pin (or at revoke).
+    mapping: Option<Mapping>,
     holders: Vec<Holder>,
+}
+
+impl PinRecord {
+    fn cpu_mapping(&mut self) -> Result<&Mapping, SysError> {
+        if self.mapping.is_none() {
+            let mapping = match &self.dmabuf {
+                Some(dmabuf) => dmabuf.mmap(Access::Read)?,
+                None => map_memfds_directly(&self.memfds)?,
+            };
+            self.mapping = Some(mapping);
+        }
+        Ok(self.mapping.as_ref().expect("mapping was just made"))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,6 +398,7 @@ impl PinManager {
             record_id,
             PinRecord {
                 pieces: key,
+                memfds: pieces.to_vec(),
                 dmabuf,
                 mapping: None,
                 holders: vec![holder],
@@ -485,20 +502,26 @@ impl PinLease {
         Some(f(record.dmabuf.as_ref()))
     }
 
-    /// A read mapping of the whole dma-buf, made once and shared; `None` when revoked
-    /// or when there is no dma-buf.
-    pub fn dmabuf_mapping(&self) -> Option<Result<Arc<Mapping>, SysError>> {
+    /// Runs `f` over the exported bytes, read through the CPU: the udmabuf's mmap
+    /// inside a `DMA_BUF_IOCTL_SYNC` read bracket, or the memfds mapped directly when
+    /// there is no udmabuf. `None` when the lease was revoked: a revoked export cannot
+    /// be read, and revocation waits for a read in progress.
+    pub fn with_cpu_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Option<Result<R, SysError>> {
         let mut table = lock(&self.shared.table);
         let record = table.records.get_mut(&self.record)?;
-        let dmabuf = record.dmabuf.as_ref()?;
-        if let Some(mapping) = &record.mapping {
-            return Some(Ok(mapping.clone()));
-        }
-        Some(dmabuf.mmap(Access::Read).map(|mapping| {
-            let mapping = Arc::new(mapping);
-            record.mapping = Some(mapping.clone());
-            mapping
-        }))
+        Some((|| {
+            record.cpu_mapping()?;
+            let sync = match &record.dmabuf {
+                Some(dmabuf) => Some(dmabuf.sync(Access::Read)?),
+                None => None,
+            };
+            let mapping = record.mapping.as_ref().expect("mapped above");
+            let result = f(mapping.as_slice());
+            if let Some(sync) = sync {
+                sync.end()?;
+            }
+            Ok(result)
+        })())
     }
 }
 
@@ -514,6 +537,37 @@ impl Drop for PinLease {
             table.records.remove(&self.record);
         }
     }
+}
+
+/// Maps memfd pieces back to back without a udmabuf. A single piece is widened to its
+/// memfd's page size (hugetlb mappings must be huge-page aligned) and narrowed back.
+fn map_memfds_directly(pieces: &[MemfdPiece]) -> Result<Mapping, SysError> {
+    let too_big = |piece: &MemfdPiece| SysError::OutOfBounds {
+        offset: piece.offset,
+        len: piece.len,
+        size: usize::MAX as u64,
+    };
+    if let [piece] = pieces {
+        let page = piece.memfd.page_size();
+        let start = piece.offset - piece.offset % page;
+        let end = piece.end().next_multiple_of(page);
+        let len = usize::try_from(end - start).map_err(|_| too_big(piece))?;
+        let skip = (piece.offset - start) as usize;
+        let piece_len = usize::try_from(piece.len).map_err(|_| too_big(piece))?;
+        return Mapping::new(piece.memfd.as_fd(), start, len, Access::Read)?
+            .narrow(skip, piece_len);
+    }
+    let map_pieces = pieces
+        .iter()
+        .map(|piece| {
+            Ok(MapPiece {
+                fd: piece.memfd.as_fd(),
+                offset: piece.offset,
+                len: usize::try_from(piece.len).map_err(|_| too_big(piece))?,
+            })
+        })
+        .collect::<Result<Vec<_>, SysError>>()?;
+    Mapping::stitched(&map_pieces)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -1,1 +1,5 @@
 //! Turning exported framebuffers into something drawable: CPU mappings and conversion.
+
+pub mod cpu;
+
+pub use cpu::{CpuMapping, CpuPath};

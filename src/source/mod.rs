@@ -1,1 +1,3 @@
 //! Where frames come from: the built-in demo guest, later real VMMs.
+
+pub mod demo;

@@ -140,13 +140,17 @@ impl Drop for SyncGuard<'_> {
     }
 }
 
-/// A shared mapping of a file (a dma-buf or a memfd), unmapped on drop.
+/// A shared mapping of a file (a dma-buf or memfd pieces), unmapped on drop.
 ///
 /// The memory is shared with the guest, which may write it at any time: read it
-/// through [`Mapping::as_ptr`] or short-lived slices, never keep a `&[u8]` for long.
+/// through short-lived slices (a blit), never keep a `&[u8]` for long.
 #[derive(Debug)]
 pub struct Mapping {
-    ptr: NonNull<u8>,
+    /// What mmap returned (whole pages).
+    base: NonNull<u8>,
+    base_len: usize,
+    /// The bytes this mapping shows: `base + start .. + len`.
+    start: usize,
     len: usize,
 }
 
@@ -155,6 +159,17 @@ pub struct Mapping {
 unsafe impl Send for Mapping {}
 // SAFETY: as above; shared reads of shared memory are what the mapping is for.
 unsafe impl Sync for Mapping {}
+
+/// One piece of a stitched mapping: `len` bytes of `fd` at `offset`, both page aligned.
+#[derive(Debug, Clone, Copy)]
+pub struct MapPiece<'fd> {
+    /// The file.
+    pub fd: BorrowedFd<'fd>,
+    /// Page-aligned offset in the file.
+    pub offset: u64,
+    /// Page-aligned length.
+    pub len: usize,
+}
 
 impl Mapping {
     /// Maps `len` bytes of `fd` from `offset` (page aligned), shared.
@@ -176,9 +191,84 @@ impl Mapping {
         }
         .map_err(SysError::syscall("mmap"))?;
         Ok(Self {
-            ptr: NonNull::new(ptr as *mut u8).expect("mmap returned null without an error"),
+            base: NonNull::new(ptr as *mut u8).ok_or(SysError::Syscall {
+                op: "mmap",
+                errno: Errno::NOMEM,
+            })?,
+            base_len: len,
+            start: 0,
             len,
         })
+    }
+
+    /// Maps several file pieces read-only, back to back, into one contiguous range of
+    /// addresses: a scattered framebuffer read as one buffer, without a udmabuf.
+    ///
+    /// Each piece must be aligned to the page size of its file (huge pages for hugetlb).
+    pub fn stitched(pieces: &[MapPiece<'_>]) -> Result<Self> {
+        let total = pieces
+            .iter()
+            .try_fold(0usize, |sum, piece| sum.checked_add(piece.len))
+            .filter(|&total| total > 0)
+            .ok_or(SysError::EmptyRange { offset: 0 })?;
+        if let [piece] = pieces {
+            return Self::new(piece.fd, piece.offset, piece.len, Access::Read);
+        }
+        // Reserve the whole range, then map each piece over its part of it.
+        // SAFETY: a fresh anonymous PROT_NONE reservation chosen by the kernel overlaps
+        // nothing Rust owns; Drop unmaps it (and whatever was mapped over it) once.
+        let reserve = unsafe {
+            rustix::mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                total,
+                ProtFlags::empty(),
+                MapFlags::PRIVATE,
+            )
+        }
+        .map_err(SysError::syscall("mmap(reserve)"))?;
+        let mapping = Self {
+            base: NonNull::new(reserve as *mut u8).ok_or(SysError::Syscall {
+                op: "mmap(reserve)",
+                errno: Errno::NOMEM,
+            })?,
+            base_len: total,
+            start: 0,
+            len: total,
+        };
+        let mut position = 0;
+        for piece in pieces {
+            // SAFETY: the target lies inside our own reservation (position + len ≤
+            // total), which no Rust reference points into yet; MAP_FIXED replaces only
+            // reservation pages.
+            unsafe {
+                rustix::mm::mmap(
+                    mapping.base.as_ptr().add(position).cast(),
+                    piece.len,
+                    ProtFlags::READ,
+                    MapFlags::SHARED | MapFlags::FIXED,
+                    piece.fd,
+                    piece.offset,
+                )
+            }
+            .map_err(SysError::syscall("mmap(MAP_FIXED piece)"))?;
+            position += piece.len;
+        }
+        Ok(mapping)
+    }
+
+    /// Narrows the mapping to `len` bytes from `start` (for a framebuffer that begins
+    /// mid-page).
+    pub fn narrow(mut self, start: usize, len: usize) -> Result<Self> {
+        if start.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(SysError::OutOfBounds {
+                offset: start as u64,
+                len: len as u64,
+                size: self.len as u64,
+            });
+        }
+        self.start += start;
+        self.len = len;
+        Ok(self)
     }
 
     /// Length in bytes.
@@ -191,9 +281,10 @@ impl Mapping {
         self.len == 0
     }
 
-    /// Start of the mapping.
+    /// Start of the mapped bytes.
     pub fn as_ptr(&self) -> *const u8 {
-        self.ptr.as_ptr()
+        // SAFETY: start ≤ base_len, checked when narrowed.
+        unsafe { self.base.as_ptr().add(self.start) }
     }
 
     /// The mapped bytes as a slice, for a short read (a blit).
@@ -201,22 +292,23 @@ impl Mapping {
     /// The guest may change the bytes meanwhile; that tears a picture, it does not
     /// break memory safety for plain bytes.
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: ptr..ptr+len is mapped readable for the life of `self`.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        // SAFETY: start..start+len lies inside the mapping, readable for the life of
+        // `self`.
+        unsafe { std::slice::from_raw_parts(self.as_ptr(), self.len) }
     }
 
     /// The mapped bytes as a mutable slice (the mapping must be writable).
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: ptr..ptr+len is mapped for the life of `self`, and `&mut self` keeps
-        // this the only slice into it from this process.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        // SAFETY: as for `as_slice`, and `&mut self` keeps this the only slice into it
+        // from this process.
+        unsafe { std::slice::from_raw_parts_mut(self.as_ptr() as *mut u8, self.len) }
     }
 
     /// `madvise` over the whole mapping (populate, for instance).
     pub fn advise(&self, advice: rustix::mm::Advice) -> std::result::Result<(), Errno> {
         // SAFETY: the range is exactly this mapping, which lives as long as `self`;
         // the advice values used (populate) do not change what the memory holds.
-        unsafe { rustix::mm::madvise(self.ptr.as_ptr().cast(), self.len, advice) }
+        unsafe { rustix::mm::madvise(self.base.as_ptr().cast(), self.base_len, advice) }
     }
 
     /// Copies bytes out, bounds checked.
@@ -236,9 +328,9 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: ptr/len are exactly what mmap returned, and nothing borrows the
-        // mapping any more (slices borrow `self`).
-        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+        // SAFETY: base/base_len are exactly what mmap returned (pieces mapped over a
+        // reservation go with it), and nothing borrows the mapping any more.
+        let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), self.base_len) };
     }
 }
 
@@ -265,5 +357,29 @@ mod tests {
             reader.read_at(4094, &mut out),
             Err(SysError::OutOfBounds { .. })
         ));
+    }
+
+    #[test]
+    fn stitched_pieces_read_back_to_back() {
+        let memfd = crate::sys::memfd::Memfd::create("stitch").unwrap();
+        memfd.set_size(4 * 4096).unwrap();
+        let mut writer = Mapping::new(memfd.as_fd(), 0, 4 * 4096, Access::ReadWrite).unwrap();
+        for (page, chunk) in writer.as_mut_slice().chunks_mut(4096).enumerate() {
+            chunk.fill(page as u8 + 1);
+        }
+        let piece = |page: u64| MapPiece {
+            fd: memfd.as_fd(),
+            offset: page * 4096,
+            len: 4096,
+        };
+        let stitched = Mapping::stitched(&[piece(3), piece(1)])
+            .unwrap()
+            .narrow(100, 8000)
+            .unwrap();
+        assert_eq!(stitched.len(), 8000);
+        assert_eq!(stitched.as_slice()[0], 4);
+        assert_eq!(stitched.as_slice()[4095 - 100], 4);
+        assert_eq!(stitched.as_slice()[4096 - 100], 2);
+        assert!(Mapping::stitched(&[]).is_err());
     }
 }

@@ -1,0 +1,379 @@
+//! Guest tier: the export layer and pin manager against a real 6.12 kernel with
+//! /dev/udmabuf, booted with `movablecore=` so long-term pin migration is observable.
+
+mod common;
+
+use std::os::fd::AsFd;
+use std::sync::{Arc, Mutex};
+
+use guestfb::export::pin::{self, PinSemantics};
+use guestfb::export::{
+    DiscardMode, ExportError, Exporter, FramebufferDesc, GuestMemory, LongtermPin, PinManager,
+    PinPolicy, PinPurpose,
+};
+use guestfb::format::PixelFormat;
+use guestfb::import::{CpuMapping, CpuPath};
+use guestfb::source::demo::{DemoConfig, DemoGuest};
+use guestfb::sys::dmabuf::{Access, Mapping};
+use guestfb::sys::memfd::{Memfd, Seals};
+
+const MIB: u64 = 1 << 20;
+
+fn sealed(memfd: Memfd, size: u64) -> Arc<Memfd> {
+    memfd.set_size(size).unwrap();
+    memfd.add_seals(Seals::SHRINK | Seals::GROW).unwrap();
+    Arc::new(memfd)
+}
+
+fn exporter_for(memfd: &Arc<Memfd>, size: u64, policy: PinPolicy) -> Exporter {
+    let mut memory = GuestMemory::new();
+    memory.add_region(0, size, memfd.clone(), 0).unwrap();
+    Exporter::new(Arc::new(memory), PinManager::new(policy))
+}
+
+fn unlimited() -> PinPolicy {
+    PinPolicy {
+        budget: u64::MAX,
+        allow_without_longterm: false,
+    }
+}
+
+/// A linear XRGB8888 framebuffer covering `len` bytes at guest address `addr`.
+fn desc_covering(addr: u64, len: u64) -> FramebufferDesc {
+    let stride = 4096;
+    FramebufferDesc::packed(
+        PixelFormat::Xrgb8888,
+        1024,
+        (len / stride) as u32,
+        stride as u32,
+        addr,
+    )
+}
+
+fn fill(memfd: &Memfd, len: u64, byte: impl Fn(usize) -> u8) {
+    let mut map = Mapping::new(memfd.as_fd(), 0, len as usize, Access::ReadWrite).unwrap();
+    for (index, value) in map.as_mut_slice().iter_mut().enumerate() {
+        *value = byte(index);
+    }
+}
+
+#[test]
+fn probe_reports_longterm_pinning_on_this_kernel() {
+    if !common::require_guest("probe_reports_longterm_pinning_on_this_kernel") {
+        return;
+    }
+    let semantics: PinSemantics = PinManager::probe();
+    eprintln!("probe: {}", serde_json::to_string(&semantics).unwrap());
+    assert!(semantics.udmabuf_present);
+    assert!(semantics.kernel.starts_with("6.12"), "{}", semantics.kernel);
+    assert!(
+        matches!(semantics.longterm_pin, LongtermPin::Verified { moved_pages } if moved_pages > 0),
+        "the guest has ZONE_MOVABLE, so migration must be observed: {:?}",
+        semantics.longterm_pin
+    );
+    assert!(semantics.hugetlb_folio_pin && semantics.pfnmap_mmap);
+    assert_eq!(semantics.limits.unwrap().size_limit_mb, 256);
+}
+
+fn check_pin_leaves_movable(memfd: Arc<Memfd>, size: u64) {
+    let exporter = exporter_for(&memfd, size, unlimited());
+    pin::populate(&memfd, 0, size).unwrap();
+    let before = pin::audit(&memfd, 0, size).unwrap();
+    eprintln!("before pin: {before:?}");
+    assert_eq!(before.pages_with_pfn, before.pages, "root sees every PFN");
+    assert!(
+        before.in_movable > 0,
+        "pages start in ZONE_MOVABLE: {before:?}"
+    );
+    fill(&memfd, size, |index| (index / 4096) as u8);
+    let export = exporter
+        .export(1, &desc_covering(0, size), PinPurpose::Scanout)
+        .unwrap();
+    let after = pin::audit(&memfd, 0, size).unwrap();
+    eprintln!("after pin: {after:?}");
+    assert_eq!(after.in_movable, 0, "pinned pages left ZONE_MOVABLE");
+    assert_eq!(exporter.pins().pinned_bytes(), size);
+    // The content moved with the pages.
+    let mapping = CpuMapping::new(export.clone());
+    mapping
+        .read(|bytes, _| {
+            for page in 0..(size / 4096) as usize {
+                assert_eq!(bytes[page * 4096 + 17], page as u8);
+            }
+        })
+        .unwrap();
+    drop(mapping);
+    drop(export);
+    assert_eq!(exporter.pins().pinned_bytes(), 0);
+}
+
+#[test]
+fn pinning_migrates_4k_pages_out_of_zone_movable() {
+    if !common::require_guest("pinning_migrates_4k_pages_out_of_zone_movable") {
+        return;
+    }
+    check_pin_leaves_movable(
+        sealed(Memfd::create("movable-4k").unwrap(), 16 * MIB),
+        16 * MIB,
+    );
+}
+
+#[test]
+fn pinning_migrates_hugetlb_pages_out_of_zone_movable() {
+    if !common::require_guest("pinning_migrates_hugetlb_pages_out_of_zone_movable") {
+        return;
+    }
+    let memfd = Memfd::create_hugetlb("movable-2m", 2 * MIB).unwrap();
+    check_pin_leaves_movable(sealed(memfd, 16 * MIB), 16 * MIB);
+}
+
+#[test]
+fn exhausted_hugetlb_pool_is_an_error_not_sigbus() {
+    if !common::require_guest("exhausted_hugetlb_pool_is_an_error_not_sigbus") {
+        return;
+    }
+    let free = guestfb::sys::hugetlb::pool(2 * MIB).unwrap().free;
+    let size = (free + 2) * 2 * MIB;
+    let memfd = sealed(Memfd::create_hugetlb("too-big", 2 * MIB).unwrap(), size);
+    let exporter = exporter_for(&memfd, size, unlimited());
+    let error = exporter
+        .export(
+            1,
+            &desc_covering(0, 16 * MIB.min(size)),
+            PinPurpose::Scanout,
+        )
+        .err();
+    // A small export fits the pool; the whole memfd does not.
+    assert!(error.is_none(), "{error:?}");
+    let whole =
+        FramebufferDesc::packed(PixelFormat::Xrgb8888, 4096, (size / 16384) as u32, 16384, 0);
+    match exporter.export(2, &whole, PinPurpose::Scanout) {
+        Err(ExportError::PoolExhausted {
+            page_size,
+            needed,
+            free: seen_free,
+        }) => {
+            assert_eq!(page_size, 2 * MIB);
+            assert!(needed > seen_free, "needed {needed} free {seen_free}");
+        }
+        other => panic!("expected PoolExhausted, got {other:?}"),
+    }
+    assert_eq!(exporter.pins().pin_count(), 1);
+}
+
+#[test]
+fn budget_is_checked_before_pinning() {
+    if !common::require_guest("budget_is_checked_before_pinning") {
+        return;
+    }
+    let memfd = sealed(Memfd::create("budget").unwrap(), 8 * MIB);
+    let policy = PinPolicy {
+        budget: 2 * MIB,
+        allow_without_longterm: false,
+    };
+    let exporter = exporter_for(&memfd, 8 * MIB, policy);
+    let error = exporter
+        .export(1, &desc_covering(0, 4 * MIB), PinPurpose::Scanout)
+        .unwrap_err();
+    assert!(
+        matches!(error, ExportError::BudgetExceeded { requested, pinned: 0, budget } if requested == 4 * MIB && budget == 2 * MIB),
+        "{error:?}"
+    );
+    assert_eq!(exporter.pins().pinned_bytes(), 0);
+    assert_eq!(exporter.pins().pin_count(), 0);
+    // Nothing was populated either: the memfd still has no pages.
+    let blocks = rustix::fs::fstat(memfd.as_fd()).unwrap().st_blocks;
+    assert_eq!(blocks, 0);
+    let fits = exporter
+        .export(2, &desc_covering(0, 2 * MIB), PinPurpose::Scanout)
+        .unwrap();
+    assert_eq!(exporter.pins().pinned_bytes(), 2 * MIB);
+    drop(fits);
+}
+
+#[test]
+fn overlapping_exports_share_the_pin() {
+    if !common::require_guest("overlapping_exports_share_the_pin") {
+        return;
+    }
+    let memfd = sealed(Memfd::create("shared").unwrap(), 8 * MIB);
+    let exporter = exporter_for(&memfd, 8 * MIB, unlimited());
+    let a = exporter
+        .export(1, &desc_covering(0, 4 * MIB), PinPurpose::Scanout)
+        .unwrap();
+    let b = exporter
+        .export(2, &desc_covering(0, 4 * MIB), PinPurpose::Scanout)
+        .unwrap();
+    assert_eq!(
+        exporter.pins().pin_count(),
+        1,
+        "identical ranges share one udmabuf"
+    );
+    assert_eq!(exporter.pins().pinned_bytes(), 4 * MIB);
+    let c = exporter
+        .export(3, &desc_covering(2 * MIB, 4 * MIB), PinPurpose::Scanout)
+        .unwrap();
+    assert_eq!(
+        exporter.pins().pinned_bytes(),
+        6 * MIB,
+        "overlap counted once"
+    );
+    drop(a);
+    assert_eq!(exporter.pins().pinned_bytes(), 6 * MIB);
+    drop(b);
+    assert_eq!(exporter.pins().pinned_bytes(), 4 * MIB);
+    drop(c);
+    assert_eq!(exporter.pins().pinned_bytes(), 0);
+    assert_eq!(exporter.pins().pin_count(), 0);
+}
+
+#[test]
+fn discard_is_refused_or_revokes_first() {
+    if !common::require_guest("discard_is_refused_or_revokes_first") {
+        return;
+    }
+    for hugetlb in [false, true] {
+        let (memfd, page) = if hugetlb {
+            (
+                Memfd::create_hugetlb("discard-2m", 2 * MIB).unwrap(),
+                2 * MIB,
+            )
+        } else {
+            (Memfd::create("discard-4k").unwrap(), 4096)
+        };
+        let memfd = sealed(memfd, 8 * MIB);
+        fill(&memfd, 8 * MIB, |_| 0xAB);
+        let exporter = exporter_for(&memfd, 8 * MIB, unlimited());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        exporter
+            .pins()
+            .on_revoke(move |revocation| sink.lock().unwrap().push(*revocation));
+        let export = exporter
+            .export(7, &desc_covering(0, 4 * MIB), PinPurpose::Scanout)
+            .unwrap();
+        let mapping = CpuMapping::new(export.clone());
+        assert_eq!(mapping.path().unwrap(), CpuPath::UdmabufMmap);
+        assert_eq!(mapping.read(|bytes, _| bytes[100]).unwrap(), 0xAB);
+
+        let refused = exporter
+            .pins()
+            .discard(&memfd, page, page, DiscardMode::Refuse);
+        assert!(
+            matches!(refused, Err(ExportError::RangePinned { exports: 1, .. })),
+            "{refused:?}"
+        );
+        assert_eq!(mapping.read(|bytes, _| bytes[page as usize]).unwrap(), 0xAB);
+        // A range no export pins can go.
+        exporter
+            .pins()
+            .discard(&memfd, 6 * MIB, page, DiscardMode::Refuse)
+            .unwrap();
+
+        let report = exporter
+            .pins()
+            .discard(&memfd, 0, 4 * MIB, DiscardMode::Revoke)
+            .unwrap();
+        assert_eq!(report.revoked.len(), 1);
+        assert_eq!(seen.lock().unwrap().as_slice(), report.revoked.as_slice());
+        assert_eq!(
+            (report.revoked[0].buffer_id, report.revoked[0].generation),
+            (7, 1)
+        );
+        assert!(export.is_revoked());
+        assert_eq!(exporter.pins().pinned_bytes(), 0);
+        assert!(matches!(
+            export.with_dmabuf(|_| ()),
+            Err(ExportError::Revoked { buffer_id: 7, .. })
+        ));
+        assert!(matches!(
+            mapping.read(|_, _| ()),
+            Err(ExportError::Revoked { .. })
+        ));
+        // The hole is real: the guest's view is zero, and a new export shows the same.
+        let again = exporter
+            .export(7, &desc_covering(0, 4 * MIB), PinPurpose::Scanout)
+            .unwrap();
+        assert_eq!(again.generation(), 2);
+        assert_eq!(
+            CpuMapping::new(again).read(|bytes, _| bytes[100]).unwrap(),
+            0
+        );
+    }
+}
+
+#[test]
+fn old_kernel_policy_and_list_limit() {
+    if !common::require_guest("old_kernel_policy_and_list_limit") {
+        return;
+    }
+    let guest = DemoGuest::new(DemoConfig {
+        scattered: true,
+        ..DemoConfig::default()
+    })
+    .unwrap();
+    let mut pins = PinManager::new(unlimited());
+    pins.set_udmabuf_limits(guestfb::sys::udmabuf::Limits {
+        size_limit_mb: 256,
+        list_limit: 1,
+    });
+    let exporter = Exporter::new(guest.memory().clone(), pins);
+    let error = exporter
+        .export(1, &guest.desc(), PinPurpose::Scanout)
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ExportError::Sys(guestfb::sys::SysError::ListLimit { count: 2, limit: 1 })
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("udmabuf.list_limit"));
+}
+
+/// Reading through the udmabuf mmap gives the bytes the guest wrote in its memfd.
+#[test]
+fn udmabuf_mmap_reads_what_the_memfd_holds() {
+    if !common::require_guest("udmabuf_mmap_reads_what_the_memfd_holds") {
+        return;
+    }
+    for (hugetlb, scattered) in [
+        (None, false),
+        (Some(2 * MIB), false),
+        (None, true),
+        (Some(2 * MIB), true),
+    ] {
+        let mut guest = DemoGuest::new(DemoConfig {
+            width: 1001,
+            height: 667,
+            stride_padding: 12,
+            hugetlb,
+            scattered,
+            ..DemoConfig::default()
+        })
+        .unwrap();
+        guest.step();
+        let desc = guest.desc();
+        let exporter = Exporter::new(guest.memory().clone(), PinManager::new(unlimited()));
+        let export = exporter.export(1, &desc, PinPurpose::Scanout).unwrap();
+        assert_eq!(export.layout().is_contiguous(), !scattered);
+        let mapping = CpuMapping::new(export);
+        assert_eq!(mapping.path().unwrap(), CpuPath::UdmabufMmap);
+        // The same bytes read straight from the memfd, following the scatter list.
+        let ram_len = guest.memfd().size().unwrap();
+        let ram = Mapping::new(guest.memfd().as_fd(), 0, ram_len as usize, Access::Read).unwrap();
+        let mut expected = Vec::new();
+        for range in &desc.ranges {
+            expected.extend_from_slice(
+                &ram.as_slice()[range.addr as usize..(range.addr + range.len) as usize],
+            );
+        }
+        let got = mapping
+            .read(|bytes, _| bytes[..expected.len()].to_vec())
+            .unwrap();
+        assert!(
+            got == expected,
+            "hugetlb {hugetlb:?} scattered {scattered}: bytes differ"
+        );
+    }
+}
