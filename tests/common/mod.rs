@@ -1,0 +1,22 @@
+//! Helpers shared by the integration tests.
+
+use std::path::Path;
+
+/// Whether a guest-tier test can run here: true when `/dev/udmabuf` exists.
+///
+/// Outside the guest the test is skipped with a `SKIP` line on stderr, unless
+/// `GUESTFB_REQUIRE_GUEST=1` (set by `scripts/test.sh` for the guest tier), where a
+/// missing device is a failure: a broken harness must never look green.
+pub fn require_guest(test: &str) -> bool {
+    if Path::new("/dev/udmabuf").exists() {
+        return true;
+    }
+    if std::env::var("GUESTFB_REQUIRE_GUEST").as_deref() == Ok("1") {
+        panic!(
+            "guest tier test {test} ran outside the guest (no /dev/udmabuf) while \
+             GUESTFB_REQUIRE_GUEST=1; run it through scripts/guest/run.sh"
+        );
+    }
+    eprintln!("SKIP {test}: needs /dev/udmabuf; run scripts/test.sh (guest tier)");
+    false
+}
