@@ -34,8 +34,12 @@ pub enum SysError {
         /// The memfd's seals.
         seals: u32,
     },
-    /// The memfd has `F_SEAL_WRITE`, which udmabuf refuses (it maps pages writable).
-    #[error("memfd is sealed with F_SEAL_WRITE (seals {seals:#x}); udmabuf refuses it")]
+    /// The memfd has `F_SEAL_WRITE` or `F_SEAL_FUTURE_WRITE`, which udmabuf refuses (it
+    /// maps pages writable).
+    #[error(
+        "memfd is sealed with F_SEAL_WRITE or F_SEAL_FUTURE_WRITE (seals {seals:#x}); \
+         udmabuf refuses both"
+    )]
     SealWriteSet {
         /// The memfd's seals.
         seals: u32,

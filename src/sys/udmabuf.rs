@@ -217,7 +217,7 @@ impl Udmabuf {
 }
 
 /// Checks one range the way the kernel will: memfd with F_SEAL_SHRINK and without
-/// F_SEAL_WRITE, page-aligned, non-empty and inside the file.
+/// F_SEAL_WRITE or F_SEAL_FUTURE_WRITE, page-aligned, non-empty and inside the file.
 pub fn check_range(range: &Range<'_>) -> Result<()> {
     let seals = seals_of(range.memfd)?;
     if !seals.contains(Seals::SHRINK) {
@@ -225,7 +225,8 @@ pub fn check_range(range: &Range<'_>) -> Result<()> {
             seals: seals.bits(),
         });
     }
-    if seals.contains(Seals::WRITE) {
+    // The kernel denies F_SEAL_FUTURE_WRITE as well (SEALS_DENIED in udmabuf.c).
+    if seals.intersects(Seals::WRITE | Seals::FUTURE_WRITE) {
         return Err(SysError::SealWriteSet {
             seals: seals.bits(),
         });
