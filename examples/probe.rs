@@ -44,5 +44,8 @@ fn main() {
         "cpu_read_path": cpu_path,
         "wayland_display": std::env::var("WAYLAND_DISPLAY").ok(),
     });
-    println!("{}", serde_json::to_string_pretty(&report).expect("JSON of plain values"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).expect("JSON of plain values")
+    );
 }

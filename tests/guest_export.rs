@@ -136,15 +136,10 @@ fn exhausted_hugetlb_pool_is_an_error_not_sigbus() {
     let size = (free + 2) * 2 * MIB;
     let memfd = sealed(Memfd::create_hugetlb("too-big", 2 * MIB).unwrap(), size);
     let exporter = exporter_for(&memfd, size, unlimited());
-    let error = exporter
-        .export(
-            1,
-            &desc_covering(0, 16 * MIB.min(size)),
-            PinPurpose::Scanout,
-        )
-        .err();
     // A small export fits the pool; the whole memfd does not.
-    assert!(error.is_none(), "{error:?}");
+    let small = exporter
+        .export(1, &desc_covering(0, 16 * MIB), PinPurpose::Scanout)
+        .unwrap();
     let whole =
         FramebufferDesc::packed(PixelFormat::Xrgb8888, 4096, (size / 16384) as u32, 16384, 0);
     match exporter.export(2, &whole, PinPurpose::Scanout) {
@@ -158,7 +153,14 @@ fn exhausted_hugetlb_pool_is_an_error_not_sigbus() {
         }
         other => panic!("expected PoolExhausted, got {other:?}"),
     }
-    assert_eq!(exporter.pins().pin_count(), 1);
+    assert_eq!(
+        exporter.pins().pin_count(),
+        1,
+        "the failed export pinned nothing"
+    );
+    assert_eq!(exporter.pins().pinned_bytes(), 16 * MIB);
+    drop(small);
+    assert_eq!(exporter.pins().pinned_bytes(), 0);
 }
 
 #[test]
