@@ -4,7 +4,9 @@
 # runs a command file from the host (see scripts/guest/init and run.sh).
 #
 # Everything is cached under target/guest/. Idempotent: a second run checks one stamp
-# (a hash of this script, the init script and the vkms patch) and returns at once.
+# (a hash of this script, the init script and the vkms patch) and returns at once. The
+# kernel ABI is the one current when the cache was made; GUESTFB_GUEST_REFRESH=1 (or
+# deleting target/guest/) picks up a newer Debian kernel.
 #
 # Only `apt-get download` + `dpkg-deb -x`: never installs a linux-* package on the host.
 # Needs: apt-get, dpkg-deb, depmod/modinfo (kmod), busybox-static, cpio, gzip, xz, make,
@@ -25,12 +27,19 @@ die() {
 }
 
 want_stamp=$(cat "$HERE/setup.sh" "$HERE/init" "$HERE/vkms-writeback-clones.patch" | sha256sum | cut -d' ' -f1)
-if [[ -f $STAMP && $(cat "$STAMP") == "$want_stamp" && -f $G/vmlinuz && -f $G/initramfs.img ]]; then
-    exit 0
-fi
+up_to_date() {
+    [[ ${GUESTFB_GUEST_REFRESH:-0} != 1 && -f $STAMP && $(cat "$STAMP") == "$want_stamp" \
+        && -f $G/vmlinuz && -f $G/initramfs.img ]]
+}
+up_to_date && exit 0
+
+mkdir -p "$G/debs"
+# One setup at a time (two test runs started together); the second finds it done.
+exec 9>"$G/setup.lock"
+flock 9
+up_to_date && exit 0
 
 start=$SECONDS
-mkdir -p "$G/debs"
 rm -f "$STAMP"
 
 # --- ABI -----------------------------------------------------------------------------
