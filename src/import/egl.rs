@@ -746,11 +746,13 @@ impl EglImporter {
                 .or(modifiers.first())
                 .map_or(yuv, |info| info.external_only),
         };
-        if external_only || yuv {
+        // YUV goes to an external texture where there is one: that is the target on
+        // which drivers convert to RGB. Otherwise follow the driver's external_only.
+        if external_only || (yuv && self.external_textures) {
             if !self.external_textures {
                 return Err(EglError::MissingGlExtension {
                     name: "GL_OES_EGL_image_external",
-                    needed_for: "sampling an external-only (YUV) import",
+                    needed_for: "sampling an external-only import",
                 });
             }
             Ok(TextureTarget::External)
