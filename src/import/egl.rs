@@ -124,6 +124,26 @@ pub enum EglError {
         /// Planes given.
         got: usize,
     },
+    /// `eglCreateImage` refused a framebuffer that passed the up-front checks.
+    #[error(
+        "eglCreateImage(EGL_LINUX_DMA_BUF_EXT) refused {format} {width}x{height} \
+         modifier {} with {planes} plane(s): {error}",
+        modifier_name(*modifier)
+    )]
+    CreateImage {
+        /// Format.
+        format: PixelFormat,
+        /// Modifier.
+        modifier: Modifier,
+        /// Backing width.
+        width: u32,
+        /// Backing height.
+        height: u32,
+        /// Number of planes.
+        planes: usize,
+        /// What EGL reported.
+        error: egl::Error,
+    },
     /// Width or height is zero or does not fit an `EGLint`.
     #[error("backing size {width}x{height} is not importable (zero or above i32::MAX)")]
     BadSize {
@@ -902,7 +922,14 @@ impl EglImporter {
                 no_buffer,
                 &attribs,
             )
-            .map_err(call_err("eglCreateImage(EGL_LINUX_DMA_BUF_EXT)"))?;
+            .map_err(|error| EglError::CreateImage {
+                format: image.format,
+                modifier: image.modifier,
+                width: image.width,
+                height: image.height,
+                planes: image.planes.len(),
+                error,
+            })?;
         self.stats.images_created += 1;
         Ok(created)
     }
@@ -984,8 +1011,21 @@ fn choose_config(egl: &Egl, display: egl::Display, surface_type: egl::Int) -> Re
         8,
         egl::NONE,
     ];
-    egl.choose_first_config(display, &attribs)
-        .map_err(call_err("eglChooseConfig"))?
+    let mut configs = Vec::with_capacity(64);
+    egl.choose_config(display, &attribs, &mut configs)
+        .map_err(call_err("eglChooseConfig"))?;
+    // eglChooseConfig sorts deeper colour first (10-bit before 8-bit): prefer exactly
+    // 8 bits per channel, the format windows and readback expect.
+    let size = |config, attrib| egl.get_config_attrib(display, config, attrib).unwrap_or(0);
+    configs
+        .iter()
+        .copied()
+        .find(|&c| {
+            size(c, egl::RED_SIZE) == 8
+                && size(c, egl::GREEN_SIZE) == 8
+                && size(c, egl::BLUE_SIZE) == 8
+        })
+        .or(configs.first().copied())
         .ok_or(EglError::NoConfig {
             what: if surface_type == egl::WINDOW_BIT {
                 "EGL_WINDOW_BIT, GLES 3, RGB 8-8-8"
