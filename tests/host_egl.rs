@@ -624,3 +624,33 @@ fn bad_source_rect_is_an_error() {
     assert!(err.to_string().contains("9x16+8+0"), "{err}");
     target.destroy(gl_ctx);
 }
+
+#[test]
+fn texture_follows_later_writes_to_the_memory_without_reimport() {
+    let mut gl = Gl::new();
+    let (width, height) = (32, 8);
+    let mut frame = rgb_frame(PixelFormat::Xbgr8888, width, height, 300);
+    let key = BufferKey {
+        buffer_id: 7,
+        generation: 1,
+    };
+    let texture = gl.import(key, &frame).expect("import");
+    // The guest draws the next frame into the same memory: every pixel becomes
+    // (10, 20, 30).
+    let (offset, stride) = (frame.offsets[0] as usize, frame.strides[0] as usize);
+    let len = offset + stride * height as usize;
+    let mut map = Mapping::new(frame.memfd.as_fd(), 0, len, Access::ReadWrite).expect("mmap");
+    for y in 0..height as usize {
+        for x in 0..width as usize {
+            let at = offset + y * stride + x * 4;
+            map.as_mut_slice()[at..at + 4].copy_from_slice(&[10, 20, 30, 0]);
+        }
+    }
+    frame.expected.fill([10, 20, 30, 255]);
+    let again = gl.import(key, &frame).expect("cached");
+    assert_eq!(again, texture);
+    assert_eq!(gl.importer.stats().images_created, 1);
+    let full = Rect::from_size(width, height);
+    let got = gl.render(&texture, params(full, true, width, height));
+    assert_pixels("after guest write", &got, &frame.expected, width, 0);
+}
