@@ -969,6 +969,7 @@ impl EglImporter {
     }
 }
 
+/// Placeholder until `finish_init` loads glEGLImageTargetTexture2DOES (never called).
 unsafe extern "system" fn noop_image_target(_target: u32, _image: *mut c_void) {}
 
 impl Drop for EglImporter {
