@@ -1,1 +1,4 @@
 //! Putting frames on a screen: wl_shm, GL, KMS.
+
+#[cfg(feature = "egl")]
+pub mod gl;
