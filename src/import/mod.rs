@@ -1,1 +1,3 @@
 //! Turning exported framebuffers into something drawable: CPU mappings and conversion.
+
+pub mod convert;
