@@ -7,12 +7,13 @@
 //! For 1920×1080 and 3840×2160, full frame and one rectangle of 10% of the area, it
 //! times (median of several runs after a warm-up):
 //! * `memcpy`: one `copy_from_slice` of as many bytes as the blit writes;
-//! * `blit` XRGB8888 → XRGB8888 (same format), XBGR8888 → XRGB8888 and
-//!   XBGR8888 → ARGB8888 (swizzles), single-threaded and with the default threading;
+//! * `blit` (default options: one thread) XRGB8888 → XRGB8888 (same format),
+//!   XBGR8888 → XRGB8888 and XBGR8888 → ARGB8888 (swizzles);
 //! * pixman `pixman_image_composite32(PIXMAN_OP_SRC)` for the same operations.
 //!
 //! It prints each time, the bandwidth relative to memcpy, the speed-up over pixman and
-//! the cost of 10% damage relative to the full frame.
+//! the cost of 10% damage relative to the full frame; then full frames on 1, 2 and 4
+//! threads (`--threading` runs only that part).
 
 use std::ffi::c_int;
 use std::hint::black_box;
@@ -130,8 +131,70 @@ struct Row {
     full: Option<f64>,
 }
 
+/// Times XBGR8888 → XRGB8888 full frames with 1, 2 and 4 threads, interleaved round by
+/// round so that load from other processes hits every setting alike.
+fn threading(quick: bool) {
+    println!("\nthreading (XBGR→XRGB full frame, medians of interleaved rounds):");
+    println!(
+        "{:<12} {:>10} {:>10} {:>10}",
+        "size", "1 thread", "2 threads", "4 threads"
+    );
+    for (width, height) in [(1920u32, 1080u32), (3840, 2160)] {
+        let stride = width as usize * 4;
+        let src_bytes = noise(stride * height as usize);
+        let mut dst_bytes = vec![0u8; stride * height as usize];
+        let planes = [SourcePlane {
+            data: &src_bytes,
+            stride,
+        }];
+        let src = Source {
+            format: PixelFormat::Xbgr8888,
+            width,
+            height,
+            planes: &planes,
+            y0_top: true,
+        };
+        let rounds = if quick { 3 } else { 15 };
+        let mut times = [Vec::new(), Vec::new(), Vec::new()];
+        for _ in 0..rounds {
+            for (slot, threads) in [1usize, 2, 4].into_iter().enumerate() {
+                let options = BlitOptions {
+                    max_threads: threads,
+                    min_bytes_per_thread: 1,
+                    ..BlitOptions::default()
+                };
+                times[slot].push(median_secs(1, 5, || {
+                    let mut dst = Dest {
+                        data: &mut dst_bytes,
+                        stride,
+                        format: DestFormat::Xrgb8888,
+                    };
+                    blit_with_options(&src, &mut dst, &[Rect::full(width, height)], &options)
+                        .expect("blit");
+                    black_box(&mut dst);
+                }));
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2] * 1e3
+        };
+        println!(
+            "{:<12} {:>8.3}ms {:>8.3}ms {:>8.3}ms",
+            format!("{width}×{height}"),
+            median(&mut times[0]),
+            median(&mut times[1]),
+            median(&mut times[2])
+        );
+    }
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    if std::env::args().any(|a| a == "--threading") {
+        threading(quick);
+        return;
+    }
     let simd = Simd::detected();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("guestfb blit benchmark: SIMD level {simd:?}, {threads} CPU(s) available");
@@ -280,22 +343,12 @@ fn main() {
                         black_box(&mut dst);
                     })
                 };
-                let single = run(BlitOptions {
-                    max_threads: 1,
-                    ..BlitOptions::default()
-                });
-                let threaded = run(BlitOptions::default());
+                let ours = run(BlitOptions::default());
                 push(&mut rows, &format!("pixman {name}"), pixman_secs, None);
                 push(
                     &mut rows,
-                    &format!("blit {name} 1 thread"),
-                    single,
-                    Some(pixman_secs),
-                );
-                push(
-                    &mut rows,
-                    &format!("blit {name} default"),
-                    threaded,
+                    &format!("blit   {name}"),
+                    ours,
                     Some(pixman_secs),
                 );
             }
@@ -325,4 +378,5 @@ fn main() {
             vs_full
         );
     }
+    threading(quick);
 }
