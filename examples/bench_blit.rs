@@ -122,15 +122,6 @@ fn as_bytes_mut(words: &mut [u32]) -> &mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast(), words.len() * 4) }
 }
 
-struct Row {
-    label: String,
-    secs: f64,
-    bytes: u64,
-    memcpy: f64,
-    pixman: Option<f64>,
-    full: Option<f64>,
-}
-
 /// Times XBGR8888 → XRGB8888 full frames with 1, 2 and 4 threads, interleaved round by
 /// round so that load from other processes hits every setting alike.
 fn threading(quick: bool) {
@@ -189,6 +180,82 @@ fn threading(quick: bool) {
     }
 }
 
+/// One timed operation: a label and a closure that runs it once.
+type Op<'a> = (String, Box<dyn FnMut() + 'a>);
+
+/// Runs every op in turn, round after round: per round one untimed run (so the op finds
+/// caches in its own steady state) and then `per_round` timed runs. Returns each op's
+/// median. Interleaving the rounds makes load from other processes hit all ops alike.
+fn interleaved_medians(ops: &mut [Op], rounds: usize, per_round: usize) -> Vec<f64> {
+    let mut samples = vec![Vec::with_capacity(rounds * per_round); ops.len()];
+    for _ in 0..rounds {
+        for (i, (_, op)) in ops.iter_mut().enumerate() {
+            op();
+            for _ in 0..per_round {
+                let start = Instant::now();
+                op();
+                samples[i].push(start.elapsed().as_secs_f64());
+            }
+        }
+    }
+    samples
+        .into_iter()
+        .map(|mut v| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        })
+        .collect()
+}
+
+/// A pixman image over `height` rows of `stride` bytes at `bits`.
+///
+/// # Safety
+/// `bits` must stay valid (and unmoved) until the image is unreferenced.
+unsafe fn pixman_image(
+    format: u32,
+    width: u32,
+    height: u32,
+    bits: *mut u32,
+    stride: usize,
+) -> *mut pixman::Image {
+    // SAFETY: the caller keeps `bits` alive; pixman only records the pointer here.
+    let image = unsafe {
+        pixman::pixman_image_create_bits(
+            format,
+            width as c_int,
+            height as c_int,
+            bits,
+            stride as c_int,
+        )
+    };
+    assert!(!image.is_null(), "pixman_image_create_bits failed");
+    image
+}
+
+const CASES: [(&str, PixelFormat, DestFormat, u32, u32); 3] = [
+    (
+        "XRGB→XRGB",
+        PixelFormat::Xrgb8888,
+        DestFormat::Xrgb8888,
+        pixman::X8R8G8B8,
+        pixman::X8R8G8B8,
+    ),
+    (
+        "XBGR→XRGB",
+        PixelFormat::Xbgr8888,
+        DestFormat::Xrgb8888,
+        pixman::X8B8G8R8,
+        pixman::X8R8G8B8,
+    ),
+    (
+        "XBGR→ARGB",
+        PixelFormat::Xbgr8888,
+        DestFormat::Argb8888,
+        pixman::X8B8G8R8,
+        pixman::A8R8G8B8,
+    ),
+];
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     if std::env::args().any(|a| a == "--threading") {
@@ -198,24 +265,32 @@ fn main() {
     let simd = Simd::detected();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("guestfb blit benchmark: SIMD level {simd:?}, {threads} CPU(s) available");
-    println!("times are medians; memcpy = one copy_from_slice of the bytes the blit writes\n");
+    println!("medians of interleaved rounds (1 warm-up + 3 timed runs of each op per round);");
+    println!("memcpy = one copy_from_slice of as many bytes as the blit writes,");
+    println!("memcpy rows = copy_from_slice per row of the damage rectangle\n");
+    println!(
+        "{:<38} {:>8} {:>7} {:>8} {:>8} {:>7}",
+        "case", "ms", "GB/s", "×memcpy", "×pixman", "÷full"
+    );
 
-    let mut rows: Vec<Row> = Vec::new();
     for (width, height) in [(1920u32, 1080u32), (3840, 2160)] {
-        let iters = if quick {
+        let rounds = if quick {
             5
         } else if width > 2000 {
-            21
+            25
         } else {
-            41
+            61
         };
-        let warm = if quick { 1 } else { 3 };
         let stride = width as usize * 4;
         let len = stride * height as usize;
         let src_words = words(len);
-        let mut dst_words = vec![0u32; len / 4];
-        let mut copy_dst = vec![0u8; len];
         let src_bytes = as_bytes(&src_words);
+        let dst_words = std::cell::RefCell::new(vec![0u32; len / 4]);
+        let dst_ptr = dst_words.borrow_mut().as_mut_ptr();
+        let planes = [SourcePlane {
+            data: src_bytes,
+            stride,
+        }];
 
         // A 10% rectangle: sqrt(0.1) of each side, centred.
         let dw = (f64::from(width) * 0.1f64.sqrt()).round() as u32;
@@ -227,156 +302,130 @@ fn main() {
                 Rect::new((width - dw) / 2, (height - dh) / 2, dw, dh),
             ),
         ];
-        let mut full_times: std::collections::HashMap<String, f64> = Default::default();
-        for (damage_name, rect) in damages {
+        let mut full_times: Vec<f64> = Vec::new();
+        for (damage_index, (damage_name, rect)) in damages.into_iter().enumerate() {
             let bytes = rect.area() * 4;
-            let memcpy = median_secs(warm, iters, || {
-                copy_dst[..bytes as usize].copy_from_slice(&src_bytes[..bytes as usize]);
-                black_box(&mut copy_dst);
-            });
-            let mut push = |rows: &mut Vec<Row>, name: &str, secs: f64, pixman: Option<f64>| {
-                let key = format!("{width}x{height} {name}");
-                let full = if damage_name == "full" {
-                    full_times.insert(key, secs);
-                    None
-                } else {
-                    full_times.get(&key).copied()
+            let mut ops: Vec<Op> = Vec::new();
+            // Every op writes the same destination buffer, so that they all find it in
+            // the same cache state.
+            let dst_cell = &dst_words;
+            ops.push((
+                "memcpy".into(),
+                Box::new(move || {
+                    let mut words = dst_cell.borrow_mut();
+                    let dst = as_bytes_mut(&mut words);
+                    dst[..bytes as usize].copy_from_slice(&src_bytes[..bytes as usize]);
+                    black_box(dst);
+                }),
+            ));
+            ops.push((
+                "memcpy rows".into(),
+                Box::new(move || {
+                    let mut words = dst_cell.borrow_mut();
+                    let dst = as_bytes_mut(&mut words);
+                    let (x, w) = (rect.x as usize * 4, rect.width as usize * 4);
+                    for y in rect.y as usize..rect.bottom() as usize {
+                        let at = y * stride + x;
+                        dst[at..at + w].copy_from_slice(&src_bytes[at..at + w]);
+                    }
+                    black_box(dst);
+                }),
+            ));
+            let mut images = Vec::new();
+            for (name, format, dest, pix_src, pix_dst) in CASES {
+                // SAFETY: both buffers outlive the images (unreferenced below) and are
+                // never reallocated.
+                let (s, d) = unsafe {
+                    (
+                        pixman_image(
+                            pix_src,
+                            width,
+                            height,
+                            src_words.as_ptr().cast_mut(),
+                            stride,
+                        ),
+                        pixman_image(pix_dst, width, height, dst_ptr, stride),
+                    )
                 };
-                rows.push(Row {
-                    label: format!("{width}×{height} {damage_name:>4}  {name}"),
-                    secs,
-                    bytes,
-                    memcpy,
-                    pixman,
-                    full,
-                });
-            };
-            push(&mut rows, "memcpy", memcpy, None);
-
-            let cases = [
-                (
-                    "XRGB→XRGB",
-                    PixelFormat::Xrgb8888,
-                    DestFormat::Xrgb8888,
-                    pixman::X8R8G8B8,
-                    pixman::X8R8G8B8,
-                ),
-                (
-                    "XBGR→XRGB",
-                    PixelFormat::Xbgr8888,
-                    DestFormat::Xrgb8888,
-                    pixman::X8B8G8R8,
-                    pixman::X8R8G8B8,
-                ),
-                (
-                    "XBGR→ARGB",
-                    PixelFormat::Xbgr8888,
-                    DestFormat::Argb8888,
-                    pixman::X8B8G8R8,
-                    pixman::A8R8G8B8,
-                ),
-            ];
-            for (name, format, dest, pix_src, pix_dst) in cases {
-                // pixman first, so our row can show the speed-up.
-                // SAFETY: both images wrap live buffers of `height` rows of `stride`
-                // bytes (u32-aligned) for the duration of the calls and are unreferenced
-                // before the buffers are touched again.
-                let pixman_secs = unsafe {
-                    let s = pixman::pixman_image_create_bits(
-                        pix_src,
-                        width as c_int,
-                        height as c_int,
-                        src_words.as_ptr().cast_mut(),
-                        stride as c_int,
-                    );
-                    let d = pixman::pixman_image_create_bits(
-                        pix_dst,
-                        width as c_int,
-                        height as c_int,
-                        dst_words.as_mut_ptr(),
-                        stride as c_int,
-                    );
-                    assert!(
-                        !s.is_null() && !d.is_null(),
-                        "pixman_image_create_bits failed"
-                    );
-                    let secs = median_secs(warm, iters, || {
-                        pixman::pixman_image_composite32(
-                            pixman::OP_SRC,
-                            s,
-                            std::ptr::null_mut(),
-                            d,
-                            rect.x as i32,
-                            rect.y as i32,
-                            0,
-                            0,
-                            rect.x as i32,
-                            rect.y as i32,
-                            rect.width as i32,
-                            rect.height as i32,
-                        );
-                    });
-                    pixman::pixman_image_unref(s);
-                    pixman::pixman_image_unref(d);
-                    secs
-                };
-                let planes = [SourcePlane {
-                    data: src_bytes,
-                    stride,
-                }];
-                let src = Source {
-                    format,
-                    width,
-                    height,
-                    planes: &planes,
-                    y0_top: true,
-                };
-                let dst_bytes = as_bytes_mut(&mut dst_words);
-                let mut run = |options: BlitOptions| {
-                    median_secs(warm, iters, || {
+                images.extend([s, d]);
+                ops.push((
+                    format!("pixman {name}"),
+                    Box::new(move || {
+                        // SAFETY: live images over live buffers; the rectangle lies inside
+                        // both.
+                        unsafe {
+                            pixman::pixman_image_composite32(
+                                pixman::OP_SRC,
+                                s,
+                                std::ptr::null_mut(),
+                                d,
+                                rect.x as i32,
+                                rect.y as i32,
+                                0,
+                                0,
+                                rect.x as i32,
+                                rect.y as i32,
+                                rect.width as i32,
+                                rect.height as i32,
+                            )
+                        }
+                    }),
+                ));
+                let planes = &planes;
+                let dst_words = &dst_words;
+                ops.push((
+                    format!("blit   {name}"),
+                    Box::new(move || {
+                        let src = Source {
+                            format,
+                            width,
+                            height,
+                            planes,
+                            y0_top: true,
+                        };
+                        let mut words = dst_words.borrow_mut();
                         let mut dst = Dest {
-                            data: dst_bytes,
+                            data: as_bytes_mut(&mut words),
                             stride,
                             format: dest,
                         };
-                        blit_with_options(&src, &mut dst, &[rect], &options).expect("blit");
+                        blit_with_options(&src, &mut dst, &[rect], &BlitOptions::default())
+                            .expect("blit");
                         black_box(&mut dst);
-                    })
+                    }),
+                ));
+            }
+            let times = interleaved_medians(&mut ops, rounds, 3);
+            let labels: Vec<String> = ops.into_iter().map(|(label, _)| label).collect();
+            for image in images {
+                // SAFETY: created above, unreferenced once; the closures using it are gone.
+                unsafe { pixman::pixman_image_unref(image) };
+            }
+            let memcpy = times[0];
+            for (i, (label, secs)) in labels.iter().zip(&times).enumerate() {
+                // Ours directly follows its pixman counterpart.
+                let vs_pixman = if label.starts_with("blit") {
+                    format!("{:.2}", times[i - 1] / secs)
+                } else {
+                    "-".into()
                 };
-                let ours = run(BlitOptions::default());
-                push(&mut rows, &format!("pixman {name}"), pixman_secs, None);
-                push(
-                    &mut rows,
-                    &format!("blit   {name}"),
-                    ours,
-                    Some(pixman_secs),
+                let vs_full = if damage_index == 0 {
+                    full_times.push(*secs);
+                    "-".into()
+                } else {
+                    format!("{:.3}", secs / full_times[i])
+                };
+                println!(
+                    "{:<38} {:>8.3} {:>7.2} {:>8.2} {:>8} {:>7}",
+                    format!("{width}×{height} {damage_name:>4}  {label}"),
+                    secs * 1e3,
+                    bytes as f64 / secs / 1e9,
+                    memcpy / secs,
+                    vs_pixman,
+                    vs_full
                 );
             }
         }
-    }
-
-    println!(
-        "{:<44} {:>9} {:>8} {:>8} {:>9} {:>9}",
-        "case", "ms", "GB/s", "×memcpy", "×pixman", "÷full"
-    );
-    for row in &rows {
-        let gbs = row.bytes as f64 / row.secs / 1e9;
-        let vs_memcpy = row.memcpy / row.secs;
-        let vs_pixman = row
-            .pixman
-            .map_or(String::from("-"), |p| format!("{:.2}", p / row.secs));
-        let vs_full = row
-            .full
-            .map_or(String::from("-"), |f| format!("{:.3}", row.secs / f));
-        println!(
-            "{:<44} {:>9.3} {:>8.2} {:>8.2} {:>9} {:>9}",
-            row.label,
-            row.secs * 1e3,
-            gbs,
-            vs_memcpy,
-            vs_pixman,
-            vs_full
-        );
     }
     threading(quick);
 }
