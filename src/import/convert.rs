@@ -880,7 +880,17 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     pub unsafe fn shuffle32_avx2<const SWAP: bool, const ALPHA: bool>(src: &[u8], dst: &mut [u8]) {
         let n = src.len().min(dst.len()) & !3;
-        let mut i = 0;
+        // Bring the stores to a 32-byte boundary (when the destination is 4-byte aligned,
+        // as wl_shm rows are) so that no store splits a cache line.
+        let misalign = dst.as_ptr() as usize & 31;
+        let mut i = if misalign % 4 == 0 {
+            ((32 - misalign) & 31).min(n)
+        } else {
+            0
+        };
+        if let (Some(s), Some(d)) = (src.get(..i), dst.get_mut(..i)) {
+            super::words32::<SWAP, ALPHA>(s, d);
+        }
         // SAFETY: AVX2 is present (caller's contract); each load reads src[i..i + 32]
         // and each store writes dst[i..i + 32] with i + 32 ≤ n ≤ both lengths; the
         // unaligned load/store intrinsics have no alignment requirement.
