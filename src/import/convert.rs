@@ -648,7 +648,7 @@ impl Job<'_> {
                             "plane 1",
                             c_row,
                         )?;
-                        nv12_row(s_row, uv, x % 2 == 1, dst_row);
+                        nv12(self.simd, s_row, uv, x % 2 == 1, dst_row);
                     }
                 }
             }
@@ -833,9 +833,22 @@ pub fn nv12_to_rgb(y: u8, cb: u8, cr: u8) -> [u8; 3] {
     [r, g, b]
 }
 
+/// One NV12 row (see [`nv12_row`]), compiled for AVX2 when the CPU has it.
+fn nv12(simd: Simd, luma: &[u8], uv: &[u8], odd: bool, dst: &mut [u8]) {
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => {
+            // SAFETY: `Simd::Avx2` is only selected when AVX2 was detected at run time.
+            unsafe { x86::nv12_avx2(luma, uv, odd, dst) }
+        }
+        _ => nv12_row(luma, uv, odd, dst),
+    }
+}
+
 /// One NV12 row. `luma` holds the damaged samples, `uv` the CbCr pairs from the one of
 /// the first damaged pixel on; `odd` says the first pixel sits at an odd column (so it
 /// is the second user of `uv[0..2]`).
+#[inline(always)]
 fn nv12_row(luma: &[u8], uv: &[u8], odd: bool, dst: &mut [u8]) {
     let (mut luma, mut uv, mut dst) = (luma, uv, dst);
     if odd {
@@ -994,6 +1007,15 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     pub unsafe fn rgb565_avx2(src: &[u8], dst: &mut [u8]) {
         super::rgb565_words(src, dst);
+    }
+
+    /// NV12 → B G R 0xFF: the portable row loop, compiled for AVX2.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn nv12_avx2(luma: &[u8], uv: &[u8], odd: bool, dst: &mut [u8]) {
+        super::nv12_row(luma, uv, odd, dst);
     }
 
     /// 24-bit pixels → B G R 0xFF, SSSE3; `RGB` means source bytes R G B.
