@@ -62,8 +62,14 @@ fn main() {
         huge_total += median_export(&huge);
     }
     println!("export + unpin of 8 MiB, median of {ITERATIONS}, 3 alternating rounds:");
-    println!("  4 KiB pages : {:>8.1} us", small_total.as_secs_f64() * 1e6 / 3.0);
-    println!("  2 MiB pages : {:>8.1} us", huge_total.as_secs_f64() * 1e6 / 3.0);
+    println!(
+        "  4 KiB pages : {:>8.1} us",
+        small_total.as_secs_f64() * 1e6 / 3.0
+    );
+    println!(
+        "  2 MiB pages : {:>8.1} us",
+        huge_total.as_secs_f64() * 1e6 / 3.0
+    );
     println!(
         "  ratio 2 MiB / 4 KiB = {:.3}",
         huge_total.as_secs_f64() / small_total.as_secs_f64()

@@ -11,5 +11,6 @@ pub mod export;
 pub mod format;
 pub mod import;
 pub mod present;
+pub mod rect;
 pub mod source;
 pub mod sys;

@@ -5,6 +5,7 @@
 //! is known to lie inside guest RAM, so later layers can index without re-checking.
 
 use crate::format::{Modifier, PixelFormat};
+use crate::rect::Rect;
 
 use super::memory::{coalesce, GuestMemory, MemfdPiece};
 use super::ExportError;
@@ -33,19 +34,6 @@ pub struct GuestRange {
     pub len: u64,
 }
 
-/// A rectangle in pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PixelRect {
-    /// Left edge.
-    pub x: u32,
-    /// Top edge.
-    pub y: u32,
-    /// Width.
-    pub width: u32,
-    /// Height.
-    pub height: u32,
-}
-
 /// A framebuffer as the guest (or VMM) describes it. Untrusted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FramebufferDesc {
@@ -58,7 +46,7 @@ pub struct FramebufferDesc {
     /// Backing height in pixels.
     pub height: u32,
     /// The part of the backing that is shown; `None` shows all of it.
-    pub visible: Option<PixelRect>,
+    pub visible: Option<Rect>,
     /// Per-plane offset and stride.
     pub planes: Vec<PlaneDesc>,
     /// True when memory row 0 is the top of the picture.
@@ -94,7 +82,7 @@ pub struct ValidatedFramebuffer {
     modifier: Modifier,
     width: u32,
     height: u32,
-    visible: PixelRect,
+    visible: Rect,
     planes: Vec<PlaneLayout>,
     y0_top: bool,
     pieces: Vec<MemfdPiece>,
@@ -123,7 +111,7 @@ impl ValidatedFramebuffer {
     }
 
     /// The shown part of the backing.
-    pub fn visible(&self) -> PixelRect {
+    pub fn visible(&self) -> Rect {
         self.visible
     }
 
@@ -207,7 +195,7 @@ impl FramebufferDesc {
             });
         }
         let visible = match self.visible {
-            None => PixelRect {
+            None => Rect {
                 x: 0,
                 y: 0,
                 width: self.width,
@@ -551,7 +539,7 @@ mod tests {
             (
                 "visible outside",
                 |d| {
-                    d.visible = Some(PixelRect {
+                    d.visible = Some(Rect {
                         x: 600,
                         y: 0,
                         width: 100,
@@ -563,7 +551,7 @@ mod tests {
             (
                 "visible empty",
                 |d| {
-                    d.visible = Some(PixelRect {
+                    d.visible = Some(Rect {
                         x: 0,
                         y: 0,
                         width: 0,
@@ -575,7 +563,7 @@ mod tests {
             (
                 "visible overflow",
                 |d| {
-                    d.visible = Some(PixelRect {
+                    d.visible = Some(Rect {
                         x: u32::MAX,
                         y: 0,
                         width: 2,
@@ -678,7 +666,7 @@ mod tests {
                 .prop_map(|(addr, len)| GuestRange { addr, len });
             let visible =
                 proptest::option::of((0u32..3000, 0u32..3000, 0u32..3000, 0u32..3000).prop_map(
-                    |(x, y, width, height)| PixelRect {
+                    |(x, y, width, height)| Rect {
                         x,
                         y,
                         width,

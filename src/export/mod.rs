@@ -12,14 +12,13 @@ pub mod pin;
 
 mod exporter;
 
-pub use desc::{
-    FramebufferDesc, GuestRange, PixelRect, PlaneDesc, PlaneLayout, ValidatedFramebuffer,
-};
+pub use desc::{FramebufferDesc, GuestRange, PlaneDesc, PlaneLayout, ValidatedFramebuffer};
 pub use exporter::{BufferId, ExportedFramebuffer, Exporter, Revocation};
 pub use memory::{GuestMemory, GuestRegion, MemfdId, MemfdPiece};
 pub use pin::{DiscardMode, LongtermPin, PinManager, PinPolicy, PinPurpose, PinSemantics};
 
 use crate::format::PixelFormat;
+use crate::rect::Rect;
 use crate::sys::SysError;
 
 /// Errors of the export layer. Each names the field and the numbers that were wrong.
@@ -128,7 +127,7 @@ pub enum ExportError {
     #[error("visible rect {rect:?} is empty or outside the {width}x{height} backing")]
     VisibleOutside {
         /// The rect.
-        rect: PixelRect,
+        rect: Rect,
         /// Backing width.
         width: u32,
         /// Backing height.

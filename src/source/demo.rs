@@ -8,8 +8,9 @@
 
 use std::sync::Arc;
 
-use crate::export::{ExportError, FramebufferDesc, GuestMemory, GuestRange, PixelRect, PlaneDesc};
+use crate::export::{ExportError, FramebufferDesc, GuestMemory, GuestRange, PlaneDesc};
 use crate::format::PixelFormat;
+use crate::rect::Rect;
 use crate::sys::dmabuf::{Access, Mapping};
 use crate::sys::memfd::{Memfd, Seals};
 use crate::sys::{self, SysError};
@@ -90,17 +91,17 @@ pub fn pattern_rgb(width: u32, height: u32, frame: u64, x: u32, y: u32) -> [u8; 
     BARS[bar.min(7)]
 }
 
-fn contains(rect: PixelRect, x: u32, y: u32) -> bool {
+fn contains(rect: Rect, x: u32, y: u32) -> bool {
     x >= rect.x && x - rect.x < rect.width && y >= rect.y && y - rect.y < rect.height
 }
 
 /// Where the moving block is in frame `frame`.
-pub fn block_rect(width: u32, height: u32, frame: u64) -> PixelRect {
+pub fn block_rect(width: u32, height: u32, frame: u64) -> Rect {
     let side = block_size(width, height).min(width).min(height);
     let span_x = u64::from(width - side + 1);
     let span_y = u64::from(height - side + 1);
     let step = frame * u64::from(side / 4).max(1);
-    PixelRect {
+    Rect {
         x: (step % span_x) as u32,
         y: ((step / 2) % span_y) as u32,
         width: side,
@@ -109,10 +110,10 @@ pub fn block_rect(width: u32, height: u32, frame: u64) -> PixelRect {
 }
 
 /// Where the frame counter is.
-pub fn counter_rect(width: u32, height: u32) -> PixelRect {
+pub fn counter_rect(width: u32, height: u32) -> Rect {
     let cell = cell_size(width, height);
     let cells = COUNTER_BITS.min(width / cell);
-    PixelRect {
+    Rect {
         x: 0,
         y: height - cell.min(height),
         width: cells * cell,
@@ -239,8 +240,8 @@ impl DemoGuest {
         self.stride
     }
 
-    fn full_rect(&self) -> PixelRect {
-        PixelRect {
+    fn full_rect(&self) -> Rect {
+        Rect {
             x: 0,
             y: 0,
             width: self.config.width,
@@ -293,7 +294,7 @@ impl DemoGuest {
     }
 
     /// Draws the next frame and returns its damage, in picture coordinates.
-    pub fn step(&mut self) -> Vec<PixelRect> {
+    pub fn step(&mut self) -> Vec<Rect> {
         let (width, height) = (self.config.width, self.config.height);
         let old_block = block_rect(width, height, self.frame);
         self.frame += 1;
@@ -323,7 +324,7 @@ impl DemoGuest {
     }
 
     /// Redraws `rects` (picture coordinates) of the current frame.
-    fn draw(&mut self, rects: &[PixelRect]) {
+    fn draw(&mut self, rects: &[Rect]) {
         let desc = self.desc();
         let DemoConfig {
             width,
@@ -357,7 +358,7 @@ impl DemoGuest {
 
     /// Chroma of the 2×2 blocks touching `rect`: the top-left pixel's colour (in memory
     /// order), which keeps single-colour areas exact.
-    fn draw_chroma(&mut self, desc: &FramebufferDesc, rect: PixelRect) {
+    fn draw_chroma(&mut self, desc: &FramebufferDesc, rect: Rect) {
         let DemoConfig {
             width,
             height,
