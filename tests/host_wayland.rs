@@ -276,6 +276,51 @@ fn output_scale_two_is_pixel_exact(renderer: Renderer) {
     assert_shows(&shot, &picture, 0, 0);
 }
 
+fn frame_size_change(renderer: Renderer) {
+    let weston = Weston::start(WestonConfig::kiosk(800, 600, renderer));
+    let mut presenter = connect(&weston, PresenterOptions::new(400, 300));
+    let small = Picture::new(400, 300, pattern2);
+    show(
+        &mut presenter,
+        &weston,
+        &small,
+        &[DamageRect::full(400, 300)],
+    );
+    // The guest switches to the window's size: shown 1:1.
+    presenter
+        .set_frame(800, 600, PixelFormat::Xrgb8888)
+        .expect("set_frame");
+    let full = Picture::new(800, 600, pattern);
+    let fresh = show(
+        &mut presenter,
+        &weston,
+        &full,
+        &[DamageRect::full(800, 600)],
+    );
+    assert!(fresh, "a new frame size starts with a fresh buffer");
+    assert_shows(&weston.screenshot(), &full, 0, 0);
+    // Then to a square mode: the old picture must give way to black bars.
+    presenter
+        .set_frame(300, 300, PixelFormat::Xrgb8888)
+        .expect("set_frame");
+    let square = Picture::new(300, 300, |_, _| 0x336699);
+    show(
+        &mut presenter,
+        &weston,
+        &square,
+        &[DamageRect::full(300, 300)],
+    );
+    let shot = weston.screenshot();
+    for y in 0..600 {
+        for x in (0..100).chain(700..800) {
+            assert_eq!(shot.pixel(x, y), 0, "bar pixel ({x}, {y}) is not black");
+        }
+        for x in [100, 400, 699] {
+            assert_eq!(shot.pixel(x, y), 0x336699, "picture pixel ({x}, {y})");
+        }
+    }
+}
+
 fn desktop_shell_defaults_to_frame_size(renderer: Renderer) {
     let weston = Weston::start(WestonConfig {
         kiosk: false,
@@ -343,6 +388,7 @@ both_renderers!(
     exact_odd_size,
     damage_only_changes_its_rect,
     letterbox,
+    frame_size_change,
     output_scale_two_is_pixel_exact,
     desktop_shell_defaults_to_frame_size,
     compositor_loss_is_an_error,

@@ -197,6 +197,9 @@ impl Weston {
     /// Stops weston now (as if it crashed), keeping the log.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            if let Ok(Some(status)) = child.try_wait() {
+                eprintln!("weston had already exited: {status}");
+            }
             let pgid = rustix::process::Pid::from_child(&child);
             let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::TERM);
             let deadline = Instant::now() + Duration::from_secs(3);

@@ -149,7 +149,11 @@ struct App {
     child: wl_surface::WlSurface,
     subsurface: wl_subsurface::WlSubsurface,
     child_viewport: wp_viewport::WpViewport,
+    /// Frame buffers' pool, sized for all of them up front and replaced, never grown, when
+    /// the frame size changes (see [`frame_pool`]).
     pool: SlotPool,
+    /// The black pixel's own pool, never resized (held for the presenter's lifetime).
+    _background_pool: SlotPool,
     background: Buffer,
     background_attached: bool,
     buffers: Vec<FrameBuffer>,
@@ -243,6 +247,17 @@ pub struct ShmPresenter {
     max_buffers: usize,
 }
 
+/// A pool with room for `count` buffers of `spec`, so it never has to grow.
+///
+/// Growing a pool while one of its buffers stays attached crashes weston 14's pixman
+/// renderer (it keeps drawing from the old mapping, SIGSEGV in libpixman), so the pool is
+/// sized once per frame size.
+fn frame_pool(shm: &Shm, spec: FrameSpec, count: usize) -> Result<SlotPool, PresentError> {
+    // SlotPool rounds each slot up to 64 bytes.
+    let len = spec.len().next_multiple_of(64) * count;
+    SlotPool::new(len, shm).map_err(|error| PresentError::Pool(error.to_string()))
+}
+
 fn missing(
     interface: &'static str,
 ) -> impl FnOnce(wayland_client::globals::BindError) -> PresentError {
@@ -307,9 +322,11 @@ impl ShmPresenter {
         // The first commit carries no buffer; the compositor answers with a configure.
         window.commit();
 
-        let mut pool = SlotPool::new(spec.len() * 2 + 64, &shm)
-            .map_err(|error| PresentError::Pool(error.to_string()))?;
-        let (background, pixel) = pool
+        let max_buffers = options.max_buffers.clamp(2, 3);
+        let pool = frame_pool(&shm, spec, max_buffers)?;
+        let mut background_pool =
+            SlotPool::new(64, &shm).map_err(|error| PresentError::Pool(error.to_string()))?;
+        let (background, pixel) = background_pool
             .create_buffer(1, 1, 4, wl_shm::Format::Xrgb8888)
             .map_err(|error| PresentError::Pool(error.to_string()))?;
         pixel.fill(0);
@@ -324,6 +341,7 @@ impl ShmPresenter {
             subsurface,
             child_viewport,
             pool,
+            _background_pool: background_pool,
             background,
             background_attached: false,
             buffers: Vec::new(),
@@ -343,7 +361,7 @@ impl ShmPresenter {
             queue,
             qh,
             app,
-            max_buffers: options.max_buffers.clamp(2, 3),
+            max_buffers,
         };
         presenter.check_format(spec)?;
         Ok(presenter)
@@ -377,6 +395,9 @@ impl ShmPresenter {
         if spec == self.app.spec {
             return Ok(());
         }
+        // A new pool rather than a grown one: the old buffers keep the old pool alive on the
+        // compositor's side until it releases them.
+        self.app.pool = frame_pool(&self.app.shm, spec, self.max_buffers)?;
         self.app.buffers.clear();
         self.app.spec = spec;
         self.app.child_current = false;
@@ -462,7 +483,8 @@ impl ShmPresenter {
     }
 
     /// Handles compositor events, waiting up to `timeout` (`None`: forever) for some to
-    /// arrive, and returns what happened. Returns early as soon as there is an event.
+    /// arrive, and returns what happened. Returns early as soon as there is an event, or
+    /// (with an empty list) when a buffer was released while every buffer was held.
     ///
     /// A lost compositor gives [`PresentError::ConnectionLost`] (or
     /// [`PresentError::Protocol`]), never a panic.
@@ -471,11 +493,14 @@ impl ShmPresenter {
         timeout: Option<Duration>,
     ) -> Result<Vec<PresenterEvent>, PresentError> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        // A caller that is ready but found every buffer held waits for a release, which
+        // sctk handles without an event: wake it when one comes.
+        let starved = self.is_ready() && !self.has_buffer_for_next_frame();
         loop {
             self.queue.dispatch_pending(&mut self.app)?;
             // Handlers may have sent requests (acks, commits).
             self.flush()?;
-            if !self.app.events.is_empty() {
+            if !self.app.events.is_empty() || (starved && self.has_buffer_for_next_frame()) {
                 break;
             }
             let Some(guard) = self.queue.prepare_read() else {
@@ -492,6 +517,12 @@ impl ShmPresenter {
             }
         }
         Ok(std::mem::take(&mut self.app.events))
+    }
+
+    /// Whether [`next_buffer`](Self::next_buffer) would find (or may create) a buffer.
+    fn has_buffer_for_next_frame(&self) -> bool {
+        self.app.buffers.len() < self.max_buffers
+            || self.app.buffers.iter().any(FrameBuffer::is_free)
     }
 
     /// A buffer to draw the next frame into, or `None` when no frame may be presented now
