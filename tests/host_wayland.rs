@@ -335,13 +335,14 @@ fn desktop_shell_defaults_to_frame_size(renderer: Renderer) {
         &[DamageRect::full(333, 222)],
     );
     assert_eq!(presenter.window_size(), Some((333, 222)));
-    // A second frame with partial damage is paced and shown too.
+    // Frames with partial and with no damage are paced and shown too.
     show(
         &mut presenter,
         &weston,
         &picture,
         &[DamageRect::new(1, 2, 3, 4)],
     );
+    show(&mut presenter, &weston, &picture, &[]);
 }
 
 fn compositor_loss_is_an_error(renderer: Renderer) {

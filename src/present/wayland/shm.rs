@@ -581,6 +581,10 @@ impl ShmPresenter {
         if child.version() < 4 {
             // No damage_buffer (wl_surface < 4): damage the whole surface.
             child.damage(0, 0, i32::MAX, i32::MAX);
+        } else if app.child_current && damage.is_empty() {
+            // Nothing changed, but a commit without damage may never be repainted, and
+            // then its frame callback never fires: damage one (unchanged) pixel.
+            child.damage_buffer(0, 0, 1, 1);
         } else if app.child_current {
             for r in &damage {
                 child.damage_buffer(r.x as i32, r.y as i32, r.width as i32, r.height as i32);
@@ -709,8 +713,10 @@ impl ShmFrame<'_> {
 
     /// Shows the buffer. `damage` is what changed since the previous frame (the caller
     /// must have written it and [`stale`](Self::stale)); only it is sent as
-    /// `wl_surface.damage_buffer`. The presenter is not ready again until the
-    /// compositor's frame callback ([`PresenterEvent::FrameDone`]).
+    /// `wl_surface.damage_buffer` (a fresh frame size sends the whole buffer; empty damage
+    /// sends one pixel so the frame callback still fires). The presenter is not ready
+    /// again until the compositor's frame callback ([`PresenterEvent::FrameDone`]); it
+    /// never comes while the window is hidden, so keep coalescing damage until then.
     pub fn present(self, damage: &[DamageRect]) -> Result<(), PresentError> {
         self.presenter.present_buffer(self.index, damage)
     }
