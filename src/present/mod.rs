@@ -2,3 +2,5 @@
 
 #[cfg(feature = "egl")]
 pub mod gl;
+#[cfg(feature = "wayland")]
+pub mod wayland;

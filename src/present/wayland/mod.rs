@@ -1,0 +1,101 @@
+//! Wayland presenters (feature `wayland`).
+//!
+//! [`ShmPresenter`] shows CPU-written frames through `wl_shm`: an xdg-toplevel window whose
+//! picture is scaled to fit with black bars, paced by frame callbacks, with per-buffer
+//! damage tracking so only changed pixels are written and uploaded.
+
+mod damage;
+mod shm;
+
+pub use damage::{fit_letterbox, DamageRect, Placement};
+pub use shm::{PresenterOptions, ShmFrame, ShmPresenter};
+
+use wayland_client::backend::WaylandError;
+
+/// What happened to the window, reported by [`ShmPresenter::dispatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenterEvent {
+    /// The window got its first size or a new one (logical pixels), or a new scale.
+    Configure {
+        /// Window width in logical pixels.
+        width: u32,
+        /// Window height in logical pixels.
+        height: u32,
+        /// Integer output scale of the window (device pixels per logical pixel).
+        scale: u32,
+    },
+    /// The user or the compositor asked to close the window.
+    Close,
+    /// The compositor showed the last presented frame; a new one may be presented.
+    FrameDone {
+        /// The compositor's timestamp in milliseconds (arbitrary base).
+        time_ms: u32,
+    },
+}
+
+/// Errors of the Wayland presenters.
+#[derive(Debug, thiserror::Error)]
+pub enum PresentError {
+    /// No compositor could be reached.
+    #[error("cannot connect to the Wayland compositor: {0} (is WAYLAND_DISPLAY set?)")]
+    Connect(#[from] wayland_client::ConnectError),
+    /// The socket given could not be opened.
+    #[error("cannot open Wayland socket {path}: {source}")]
+    Socket {
+        /// The socket path.
+        path: std::path::PathBuf,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The compositor lacks a protocol the presenter needs.
+    #[error("the compositor lacks {interface}: {reason}")]
+    MissingGlobal {
+        /// The protocol interface.
+        interface: &'static str,
+        /// What the binding reported.
+        reason: String,
+    },
+    /// The connection to the compositor ended (it quit or crashed).
+    #[error("lost the connection to the Wayland compositor: {0}")]
+    ConnectionLost(std::io::Error),
+    /// The compositor ended the connection with a protocol error.
+    #[error("Wayland protocol error: {0}")]
+    Protocol(String),
+    /// The shared-memory pool could not be created or grown.
+    #[error("wl_shm pool: {0}")]
+    Pool(String),
+    /// The frame format cannot be shown through wl_shm by this compositor.
+    #[error("format {format} is not offered by the compositor's wl_shm ({reason})")]
+    UnsupportedFormat {
+        /// The format's DRM name.
+        format: &'static str,
+        /// Why it cannot be used.
+        reason: &'static str,
+    },
+    /// A frame size the presenter cannot use.
+    #[error("frame size {width}x{height} is invalid (each side 1..=32768, stride fits i32)")]
+    BadFrameSize {
+        /// Requested width.
+        width: u32,
+        /// Requested height.
+        height: u32,
+    },
+}
+
+impl From<WaylandError> for PresentError {
+    fn from(error: WaylandError) -> Self {
+        match error {
+            WaylandError::Io(io) => Self::ConnectionLost(io),
+            WaylandError::Protocol(protocol) => Self::Protocol(protocol.to_string()),
+        }
+    }
+}
+
+impl From<wayland_client::DispatchError> for PresentError {
+    fn from(error: wayland_client::DispatchError) -> Self {
+        match error {
+            wayland_client::DispatchError::Backend(backend) => backend.into(),
+            other => Self::Protocol(other.to_string()),
+        }
+    }
+}

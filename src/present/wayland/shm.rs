@@ -1,0 +1,874 @@
+//! The wl_shm presenter: CPU-written frames in shared memory.
+//!
+//! Surfaces: the xdg-toplevel surface shows one black pixel scaled by a viewport to the
+//! whole window (the bars); a desynchronised subsurface above it shows the frame buffer,
+//! scaled by its own viewport to the largest aspect-preserving rectangle and centred.
+//! Buffers come from an sctk [`SlotPool`]; each carries the region in which it lags behind
+//! the picture on screen, so the caller repaints only what that buffer needs.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use smithay_client_toolkit::compositor::{
+    CompositorHandler, CompositorState, FrameCallbackData, Region,
+};
+use smithay_client_toolkit::output::{OutputHandler, OutputState};
+use smithay_client_toolkit::registry::{ProvidesRegistryState, RegistryState};
+use smithay_client_toolkit::shell::xdg::window::{
+    Window, WindowConfigure, WindowDecorations, WindowHandler,
+};
+use smithay_client_toolkit::shell::xdg::XdgShell;
+use smithay_client_toolkit::shell::WaylandSurface;
+use smithay_client_toolkit::shm::slot::{Buffer, SlotPool};
+use smithay_client_toolkit::shm::{Shm, ShmHandler};
+use smithay_client_toolkit::subcompositor::SubcompositorState;
+use smithay_client_toolkit::{delegate_dispatch2, delegate_registry, registry_handlers};
+use wayland_client::backend::WaylandError;
+use wayland_client::globals::{registry_queue_init, GlobalError};
+use wayland_client::protocol::{wl_output, wl_shm, wl_subsurface, wl_surface};
+use wayland_client::{Connection, Dispatch, EventQueue, Proxy, QueueHandle};
+use wayland_protocols::wp::viewporter::client::{wp_viewport, wp_viewporter};
+
+use super::damage::{fit_letterbox, DamageRect, Placement, StaleRegion};
+use super::{PresentError, PresenterEvent};
+use crate::format::PixelFormat;
+
+/// Largest frame side the presenter accepts.
+const MAX_SIDE: u32 = 32768;
+
+/// How a [`ShmPresenter`] window is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenterOptions {
+    /// Window title.
+    pub title: String,
+    /// xdg app id (desktop file name); `guestfb` by default.
+    pub app_id: String,
+    /// Frame (buffer) width in pixels.
+    pub frame_width: u32,
+    /// Frame (buffer) height in pixels.
+    pub frame_height: u32,
+    /// Pixel format of the buffers. `Xrgb8888` and `Argb8888` work everywhere; other
+    /// single-plane formats work where the compositor's wl_shm offers them.
+    pub format: PixelFormat,
+    /// Most buffers kept (2 or 3; 3 by default). The compositor may hold one while the
+    /// caller writes another; a third absorbs a late release.
+    pub max_buffers: usize,
+}
+
+impl PresenterOptions {
+    /// Options for a `width` × `height` XRGB8888 frame in a window titled `guestfb`.
+    pub fn new(frame_width: u32, frame_height: u32) -> Self {
+        Self {
+            title: "guestfb".to_owned(),
+            app_id: "guestfb".to_owned(),
+            frame_width,
+            frame_height,
+            format: PixelFormat::Xrgb8888,
+            max_buffers: 3,
+        }
+    }
+}
+
+/// The wl_shm format that shows `format` unchanged, if there is one.
+fn shm_format_of(format: PixelFormat) -> Option<wl_shm::Format> {
+    Some(match format {
+        PixelFormat::Xrgb8888 => wl_shm::Format::Xrgb8888,
+        PixelFormat::Argb8888 => wl_shm::Format::Argb8888,
+        PixelFormat::Xbgr8888 => wl_shm::Format::Xbgr8888,
+        PixelFormat::Abgr8888 => wl_shm::Format::Abgr8888,
+        PixelFormat::Rgb565 => wl_shm::Format::Rgb565,
+        PixelFormat::Bgr888 => wl_shm::Format::Bgr888,
+        PixelFormat::Rgb888 => wl_shm::Format::Rgb888,
+        PixelFormat::Nv12 => return None,
+    })
+}
+
+/// Size and layout of the frame buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FrameSpec {
+    width: u32,
+    height: u32,
+    stride: u32,
+    format: PixelFormat,
+    shm_format: wl_shm::Format,
+}
+
+impl FrameSpec {
+    fn new(width: u32, height: u32, format: PixelFormat) -> Result<Self, PresentError> {
+        let bad = PresentError::BadFrameSize { width, height };
+        if !(1..=MAX_SIDE).contains(&width) || !(1..=MAX_SIDE).contains(&height) {
+            return Err(bad);
+        }
+        let shm_format = shm_format_of(format).ok_or(PresentError::UnsupportedFormat {
+            format: format.name(),
+            reason: "multi-planar formats are not shown through wl_shm",
+        })?;
+        let bytes = format.planes()[0].bytes_per_sample;
+        // Rows start on 4-byte boundaries, as pixman and GL uploads like them.
+        let stride = (width * bytes).next_multiple_of(4);
+        if u64::from(stride) * u64::from(height) > i32::MAX as u64 {
+            return Err(bad);
+        }
+        Ok(Self {
+            width,
+            height,
+            stride,
+            format,
+            shm_format,
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.stride as usize * self.height as usize
+    }
+}
+
+/// One frame buffer and how far it lags behind the screen.
+#[derive(Debug)]
+struct FrameBuffer {
+    buffer: Buffer,
+    stale: StaleRegion,
+}
+
+impl FrameBuffer {
+    fn is_free(&self) -> bool {
+        !self.buffer.slot().has_active_buffers()
+    }
+}
+
+/// The Wayland-side state the event queue dispatches into.
+#[derive(Debug)]
+struct App {
+    registry: RegistryState,
+    outputs: OutputState,
+    shm: Shm,
+    window: Window,
+    parent_viewport: wp_viewport::WpViewport,
+    child: wl_surface::WlSurface,
+    subsurface: wl_subsurface::WlSubsurface,
+    child_viewport: wp_viewport::WpViewport,
+    /// Frame buffers' pool, sized for all of them up front and replaced, never grown, when
+    /// the frame size changes (see [`frame_pool`]).
+    pool: SlotPool,
+    /// The black pixel's own pool, never resized (held for the presenter's lifetime).
+    _background_pool: SlotPool,
+    background: Buffer,
+    background_attached: bool,
+    buffers: Vec<FrameBuffer>,
+    spec: FrameSpec,
+    /// The child shows a buffer of the current spec (so partial damage is meaningful).
+    child_current: bool,
+    window_size: Option<(u32, u32)>,
+    scale: u32,
+    configured: bool,
+    frame_pending: bool,
+    closed: bool,
+    events: Vec<PresenterEvent>,
+}
+
+impl App {
+    fn placement(&self) -> Option<Placement> {
+        let window = self.window_size?;
+        Some(fit_letterbox((self.spec.width, self.spec.height), window))
+    }
+
+    /// Sizes the background to the window and places the frame inside it.
+    fn apply_layout(&mut self) {
+        let (Some((width, height)), Some(place)) = (self.window_size, self.placement()) else {
+            return;
+        };
+        // Sizes are at most the compositor's i32 window size or MAX_SIDE: casts are lossless.
+        self.child_viewport
+            .set_destination(place.width as i32, place.height as i32);
+        // Desynchronised: this applies now and keeps the current buffer.
+        self.child.commit();
+        self.subsurface.set_position(place.x as i32, place.y as i32);
+
+        let parent = self.window.wl_surface();
+        if !self.background_attached {
+            // A fresh buffer is never active, so attaching cannot fail.
+            if self.background.attach_to(parent).is_ok() {
+                self.background_attached = true;
+            }
+        }
+        parent.damage_buffer(0, 0, 1, 1);
+        self.parent_viewport
+            .set_destination(width as i32, height as i32);
+        parent.commit();
+    }
+
+    fn push_configure(&mut self) {
+        if let Some((width, height)) = self.window_size {
+            self.events.push(PresenterEvent::Configure {
+                width,
+                height,
+                scale: self.scale,
+            });
+        }
+    }
+}
+
+/// Shows CPU-written frames in a Wayland window through wl_shm.
+///
+/// Typical loop:
+/// ```no_run
+/// # use guestfb::present::wayland::{DamageRect, PresenterEvent, PresenterOptions, ShmPresenter};
+/// # use std::time::Duration;
+/// let mut presenter = ShmPresenter::connect(PresenterOptions::new(640, 480))?;
+/// let mut damage = vec![DamageRect::full(640, 480)]; // coalesced until a frame is possible
+/// loop {
+///     for event in presenter.dispatch(Some(Duration::from_millis(16)))? {
+///         if event == PresenterEvent::Close {
+///             return Ok(());
+///         }
+///     }
+///     // ... add the guest's new damage to `damage` ...
+///     if damage.is_empty() {
+///         continue;
+///     }
+///     if let Some(mut frame) = presenter.next_buffer()? {
+///         for rect in frame.repair_rects(&damage) {
+///             // ... write the guest's pixels of `rect` into frame.pixels() ...
+///         }
+///         frame.present(&damage)?;
+///         damage.clear();
+///     }
+/// }
+/// # Ok::<(), guestfb::present::wayland::PresentError>(())
+/// ```
+#[derive(Debug)]
+pub struct ShmPresenter {
+    conn: Connection,
+    queue: EventQueue<App>,
+    qh: QueueHandle<App>,
+    app: App,
+    max_buffers: usize,
+}
+
+/// A pool with room for `count` buffers of `spec`, so it never has to grow.
+///
+/// Growing a pool while one of its buffers stays attached crashes weston 14's pixman
+/// renderer (it keeps drawing from the old mapping, SIGSEGV in libpixman), so the pool is
+/// sized once per frame size.
+fn frame_pool(shm: &Shm, spec: FrameSpec, count: usize) -> Result<SlotPool, PresentError> {
+    // SlotPool rounds each slot up to 64 bytes.
+    let len = spec.len().next_multiple_of(64) * count;
+    SlotPool::new(len, shm).map_err(|error| PresentError::Pool(error.to_string()))
+}
+
+fn missing(
+    interface: &'static str,
+) -> impl FnOnce(wayland_client::globals::BindError) -> PresentError {
+    move |error| PresentError::MissingGlobal {
+        interface,
+        reason: error.to_string(),
+    }
+}
+
+impl ShmPresenter {
+    /// Connects to the compositor named by `WAYLAND_DISPLAY` and opens the window.
+    pub fn connect(options: PresenterOptions) -> Result<Self, PresentError> {
+        Self::from_connection(Connection::connect_to_env()?, options)
+    }
+
+    /// Connects to the compositor socket at `socket` (e.g. `$XDG_RUNTIME_DIR/wayland-1`).
+    pub fn connect_to(socket: &Path, options: PresenterOptions) -> Result<Self, PresentError> {
+        let stream = UnixStream::connect(socket).map_err(|source| PresentError::Socket {
+            path: socket.to_owned(),
+            source,
+        })?;
+        Self::from_connection(Connection::from_socket(stream)?, options)
+    }
+
+    /// Opens the window on an existing connection.
+    ///
+    /// The window is not configured yet: call [`dispatch`](Self::dispatch) until
+    /// [`is_ready`](Self::is_ready) (the first [`PresenterEvent::Configure`]).
+    pub fn from_connection(
+        conn: Connection,
+        options: PresenterOptions,
+    ) -> Result<Self, PresentError> {
+        let spec = FrameSpec::new(options.frame_width, options.frame_height, options.format)?;
+        let (globals, mut queue) =
+            registry_queue_init::<App>(&conn).map_err(|error| match error {
+                GlobalError::Backend(backend) => PresentError::from(backend),
+                GlobalError::InvalidId(id) => PresentError::Protocol(id.to_string()),
+            })?;
+        let qh = queue.handle();
+        let compositor = CompositorState::bind(&globals, &qh).map_err(missing("wl_compositor"))?;
+        let subcompositor =
+            SubcompositorState::bind(compositor.wl_compositor().clone(), &globals, &qh)
+                .map_err(missing("wl_subcompositor"))?;
+        let xdg_shell = XdgShell::bind(&globals, &qh).map_err(missing("xdg_wm_base"))?;
+        let shm = Shm::bind(&globals, &qh).map_err(missing("wl_shm"))?;
+        let viewporter: wp_viewporter::WpViewporter = globals
+            .bind(&qh, 1..=1, ())
+            .map_err(missing("wp_viewporter"))?;
+
+        let surface = compositor.create_surface(&qh);
+        let window = xdg_shell.create_window(surface, WindowDecorations::RequestServer, &qh);
+        window.set_title(options.title);
+        window.set_app_id(options.app_id);
+        let (subsurface, child) = subcompositor.create_subsurface(window.wl_surface().clone(), &qh);
+        subsurface.set_desync();
+        // Pointer input goes to the parent, whose coordinates cover the whole window.
+        if let Ok(region) = Region::new(&compositor) {
+            child.set_input_region(Some(region.wl_region()));
+        }
+        let parent_viewport = viewporter.get_viewport(window.wl_surface(), &qh, ());
+        let child_viewport = viewporter.get_viewport(&child, &qh, ());
+        // The first commit carries no buffer; the compositor answers with a configure.
+        window.commit();
+
+        let max_buffers = options.max_buffers.clamp(2, 3);
+        let pool = frame_pool(&shm, spec, max_buffers)?;
+        let mut background_pool =
+            SlotPool::new(64, &shm).map_err(|error| PresentError::Pool(error.to_string()))?;
+        let (background, pixel) = background_pool
+            .create_buffer(1, 1, 4, wl_shm::Format::Xrgb8888)
+            .map_err(|error| PresentError::Pool(error.to_string()))?;
+        pixel.fill(0);
+
+        let mut app = App {
+            registry: RegistryState::new(&globals),
+            outputs: OutputState::new(&globals, &qh),
+            shm,
+            window,
+            parent_viewport,
+            child,
+            subsurface,
+            child_viewport,
+            pool,
+            _background_pool: background_pool,
+            background,
+            background_attached: false,
+            buffers: Vec::new(),
+            spec,
+            child_current: false,
+            window_size: None,
+            scale: 1,
+            configured: false,
+            frame_pending: false,
+            closed: false,
+            events: Vec::new(),
+        };
+        // Learn the wl_shm formats (and usually get the first configure).
+        queue.roundtrip(&mut app)?;
+        let presenter = Self {
+            conn,
+            queue,
+            qh,
+            app,
+            max_buffers,
+        };
+        presenter.check_format(spec)?;
+        Ok(presenter)
+    }
+
+    fn check_format(&self, spec: FrameSpec) -> Result<(), PresentError> {
+        let always = matches!(
+            spec.shm_format,
+            wl_shm::Format::Argb8888 | wl_shm::Format::Xrgb8888
+        );
+        if always || self.app.shm.formats().contains(&spec.shm_format) {
+            Ok(())
+        } else {
+            Err(PresentError::UnsupportedFormat {
+                format: spec.format.name(),
+                reason: "not in the compositor's wl_shm format list",
+            })
+        }
+    }
+
+    /// Changes the frame size or format. Buffers of the old size are dropped (each when the
+    /// compositor releases it); the next frame is a fresh buffer needing a full repaint.
+    pub fn set_frame(
+        &mut self,
+        width: u32,
+        height: u32,
+        format: PixelFormat,
+    ) -> Result<(), PresentError> {
+        let spec = FrameSpec::new(width, height, format)?;
+        self.check_format(spec)?;
+        if spec == self.app.spec {
+            return Ok(());
+        }
+        // A new pool rather than a grown one: the old buffers keep the old pool alive on the
+        // compositor's side until it releases them.
+        self.app.pool = frame_pool(&self.app.shm, spec, self.max_buffers)?;
+        self.app.buffers.clear();
+        self.app.spec = spec;
+        self.app.child_current = false;
+        if self.app.configured {
+            self.app.apply_layout();
+        }
+        self.flush()
+    }
+
+    /// Sets the window title.
+    pub fn set_title(&self, title: &str) {
+        self.app.window.set_title(title);
+    }
+
+    /// Frame width in pixels.
+    pub fn frame_width(&self) -> u32 {
+        self.app.spec.width
+    }
+
+    /// Frame height in pixels.
+    pub fn frame_height(&self) -> u32 {
+        self.app.spec.height
+    }
+
+    /// Pixel format of the buffers.
+    pub fn format(&self) -> PixelFormat {
+        self.app.spec.format
+    }
+
+    /// The window size in logical pixels, once configured.
+    pub fn window_size(&self) -> Option<(u32, u32)> {
+        self.app.window_size
+    }
+
+    /// Integer scale of the output(s) the window is on (device pixels per logical pixel).
+    ///
+    /// The frame is scaled by a viewport to logical size × scale device pixels, so a frame
+    /// of [`preferred_frame_size`](Self::preferred_frame_size) is shown 1:1.
+    pub fn scale(&self) -> u32 {
+        self.app.scale
+    }
+
+    /// The frame size that fills the window pixel for pixel (window size × scale): what a
+    /// viewer may ask the guest to switch to.
+    pub fn preferred_frame_size(&self) -> Option<(u32, u32)> {
+        let (width, height) = self.app.window_size?;
+        Some((
+            width.saturating_mul(self.app.scale),
+            height.saturating_mul(self.app.scale),
+        ))
+    }
+
+    /// Where the picture sits in the window (logical pixels), once configured.
+    pub fn placement(&self) -> Option<Placement> {
+        self.app.placement()
+    }
+
+    /// Whether the compositor asked to close the window.
+    pub fn is_closed(&self) -> bool {
+        self.app.closed
+    }
+
+    /// Whether a frame may be presented now: the window is configured, open, and the last
+    /// frame's callback has fired. While false, the caller coalesces its damage.
+    pub fn is_ready(&self) -> bool {
+        self.app.configured && !self.app.frame_pending && !self.app.closed
+    }
+
+    /// The connection's fd, for callers that poll several sources. After it polls
+    /// readable, call [`dispatch`](Self::dispatch) with a zero timeout.
+    pub fn connection_fd(&self) -> BorrowedFd<'_> {
+        self.conn.as_fd()
+    }
+
+    /// Sends buffered requests to the compositor.
+    pub fn flush(&self) -> Result<(), PresentError> {
+        match self.conn.flush() {
+            Ok(()) => Ok(()),
+            // The socket is full; the rest goes with the next flush.
+            Err(WaylandError::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Handles compositor events, waiting up to `timeout` (`None`: forever) for some to
+    /// arrive, and returns what happened. Returns early as soon as there is an event, or
+    /// (with an empty list) when a buffer was released while every buffer was held.
+    ///
+    /// A lost compositor gives [`PresentError::ConnectionLost`] (or
+    /// [`PresentError::Protocol`]), never a panic.
+    pub fn dispatch(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<PresenterEvent>, PresentError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        // A caller that is ready but found every buffer held waits for a release, which
+        // sctk handles without an event: wake it when one comes.
+        let starved = self.is_ready() && !self.has_buffer_for_next_frame();
+        loop {
+            self.queue.dispatch_pending(&mut self.app)?;
+            // Handlers may have sent requests (acks, commits).
+            self.flush()?;
+            if !self.app.events.is_empty() || (starved && self.has_buffer_for_next_frame()) {
+                break;
+            }
+            let Some(guard) = self.queue.prepare_read() else {
+                continue;
+            };
+            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if !poll_readable(guard.connection_fd(), remaining)? {
+                break; // timed out; dropping the guard cancels the read
+            }
+            match guard.read() {
+                Ok(_) => {}
+                Err(WaylandError::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(std::mem::take(&mut self.app.events))
+    }
+
+    /// Whether [`next_buffer`](Self::next_buffer) would find (or may create) a buffer.
+    fn has_buffer_for_next_frame(&self) -> bool {
+        self.app.buffers.len() < self.max_buffers
+            || self.app.buffers.iter().any(FrameBuffer::is_free)
+    }
+
+    /// A buffer to draw the next frame into, or `None` when no frame may be presented now
+    /// (not [ready](Self::is_ready), or every buffer is still held by the compositor).
+    ///
+    /// The buffer lags behind the screen by [`ShmFrame::stale`]; the caller writes the new
+    /// damage plus that region ([`ShmFrame::repair_rects`]) and presents.
+    pub fn next_buffer(&mut self) -> Result<Option<ShmFrame<'_>>, PresentError> {
+        if !self.is_ready() {
+            return Ok(None);
+        }
+        let best = self
+            .app
+            .buffers
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.is_free())
+            .min_by_key(|(_, b)| b.stale.cost())
+            .map(|(index, _)| index);
+        let index = match best {
+            Some(index) => index,
+            None if self.app.buffers.len() < self.max_buffers => {
+                let spec = self.app.spec;
+                let (buffer, _) = self
+                    .app
+                    .pool
+                    .create_buffer(
+                        spec.width as i32,
+                        spec.height as i32,
+                        spec.stride as i32,
+                        spec.shm_format,
+                    )
+                    .map_err(|error| PresentError::Pool(error.to_string()))?;
+                self.app.buffers.push(FrameBuffer {
+                    buffer,
+                    stale: StaleRegion::fresh(spec.width, spec.height),
+                });
+                self.app.buffers.len() - 1
+            }
+            None => return Ok(None),
+        };
+        Ok(Some(ShmFrame {
+            presenter: self,
+            index,
+        }))
+    }
+
+    fn present_buffer(&mut self, index: usize, damage: &[DamageRect]) -> Result<(), PresentError> {
+        let app = &mut self.app;
+        let spec = app.spec;
+        let damage: Vec<DamageRect> = damage
+            .iter()
+            .filter_map(|r| r.clip(spec.width, spec.height))
+            .collect();
+        let child = &app.child;
+        if child.version() < 4 {
+            // No damage_buffer (wl_surface < 4): damage the whole surface.
+            child.damage(0, 0, i32::MAX, i32::MAX);
+        } else if app.child_current && damage.is_empty() {
+            // Nothing changed, but a commit without damage may never be repainted, and
+            // then its frame callback never fires: damage one (unchanged) pixel.
+            child.damage_buffer(0, 0, 1, 1);
+        } else if app.child_current {
+            for r in &damage {
+                child.damage_buffer(r.x as i32, r.y as i32, r.width as i32, r.height as i32);
+            }
+        } else {
+            // Nothing of this size was shown yet: all of it is new.
+            child.damage_buffer(0, 0, spec.width as i32, spec.height as i32);
+        }
+        child.frame(&self.qh, FrameCallbackData(child.clone()));
+        app.buffers[index]
+            .buffer
+            .attach_to(child)
+            .map_err(|error| PresentError::Pool(error.to_string()))?;
+        child.commit();
+        app.frame_pending = true;
+        app.child_current = true;
+        for (i, buffer) in app.buffers.iter_mut().enumerate() {
+            if i == index {
+                buffer.stale.clear();
+            } else {
+                buffer.stale.add(&damage);
+            }
+        }
+        self.flush()
+    }
+}
+
+impl Drop for ShmPresenter {
+    fn drop(&mut self) {
+        self.app.child_viewport.destroy();
+        self.app.parent_viewport.destroy();
+        self.app.subsurface.destroy();
+        self.app.child.destroy();
+        // The window and buffers destroy themselves; a dead connection makes all no-ops.
+        let _ = self.conn.flush();
+    }
+}
+
+/// Waits until `fd` is readable; false on timeout.
+fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Result<bool, PresentError> {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let timespec = timeout.map(|t| Timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(t.subsec_nanos()),
+    });
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    loop {
+        match rustix::event::poll(&mut fds, timespec.as_ref()) {
+            Ok(0) => return Ok(false),
+            // Readable, or hung up / errored: the read reports which.
+            Ok(_) => return Ok(true),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(errno) => return Err(PresentError::ConnectionLost(errno.into())),
+        }
+    }
+}
+
+/// A buffer lent by [`ShmPresenter::next_buffer`]: write pixels, then
+/// [`present`](Self::present). Dropping it without presenting shows nothing; pixels
+/// written stay in the buffer, so keep the damage and present it later.
+#[derive(Debug)]
+pub struct ShmFrame<'a> {
+    presenter: &'a mut ShmPresenter,
+    index: usize,
+}
+
+impl ShmFrame<'_> {
+    /// Frame width in pixels.
+    pub fn width(&self) -> u32 {
+        self.presenter.app.spec.width
+    }
+
+    /// Frame height in pixels.
+    pub fn height(&self) -> u32 {
+        self.presenter.app.spec.height
+    }
+
+    /// Bytes from one row to the next.
+    pub fn stride(&self) -> u32 {
+        self.presenter.app.spec.stride
+    }
+
+    /// Pixel format of the buffer.
+    pub fn format(&self) -> PixelFormat {
+        self.presenter.app.spec.format
+    }
+
+    /// The buffer's pixels: `height` rows of `stride` bytes. Not cleared: a reused buffer
+    /// holds the frame it last showed.
+    pub fn pixels(&mut self) -> &mut [u8] {
+        let len = self.presenter.app.spec.len();
+        let app = &mut self.presenter.app;
+        // The buffer was free when lent, and only `present` hands it to the compositor.
+        let slot = app.buffers[self.index].buffer.slot();
+        &mut app.pool.raw_data_mut(&slot)[..len]
+    }
+
+    /// Where this buffer lags behind the screen, beyond the new damage: the whole frame for
+    /// a fresh buffer, else the damage of the frames presented since it was last shown.
+    pub fn stale(&self) -> &[DamageRect] {
+        self.presenter.app.buffers[self.index].stale.rects()
+    }
+
+    /// Whether the buffer was never shown (it must be written in full).
+    pub fn is_fresh(&self) -> bool {
+        self.presenter.app.buffers[self.index].stale.is_full()
+    }
+
+    /// The rectangles to write for a frame with `damage`: [`stale`](Self::stale) plus
+    /// `damage`, clipped to the frame (they may overlap).
+    pub fn repair_rects(&self, damage: &[DamageRect]) -> Vec<DamageRect> {
+        let (width, height) = (self.width(), self.height());
+        let stale = self.stale();
+        if stale
+            .first()
+            .is_some_and(|r| r.contains(&DamageRect::full(width, height)))
+        {
+            return vec![DamageRect::full(width, height)];
+        }
+        stale
+            .iter()
+            .chain(damage)
+            .filter_map(|r| r.clip(width, height))
+            .collect()
+    }
+
+    /// Shows the buffer. `damage` is what changed since the previous frame (the caller
+    /// must have written it and [`stale`](Self::stale)); only it is sent as
+    /// `wl_surface.damage_buffer` (a fresh frame size sends the whole buffer; empty damage
+    /// sends one pixel so the frame callback still fires). The presenter is not ready
+    /// again until the compositor's frame callback ([`PresenterEvent::FrameDone`]); it
+    /// never comes while the window is hidden, so keep coalescing damage until then.
+    pub fn present(self, damage: &[DamageRect]) -> Result<(), PresentError> {
+        self.presenter.present_buffer(self.index, damage)
+    }
+}
+
+impl CompositorHandler for App {
+    fn scale_factor_changed(
+        &mut self,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+        surface: &wl_surface::WlSurface,
+        new_factor: i32,
+    ) {
+        if surface == self.window.wl_surface() {
+            let scale = new_factor.max(1) as u32;
+            if scale != self.scale {
+                self.scale = scale;
+                if self.configured {
+                    self.push_configure();
+                }
+            }
+        }
+    }
+
+    fn transform_changed(
+        &mut self,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+        _: &wl_surface::WlSurface,
+        _: wl_output::Transform,
+    ) {
+    }
+
+    fn frame(
+        &mut self,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+        surface: &wl_surface::WlSurface,
+        time: u32,
+    ) {
+        if *surface == self.child {
+            self.frame_pending = false;
+            self.events
+                .push(PresenterEvent::FrameDone { time_ms: time });
+        }
+    }
+
+    fn surface_enter(
+        &mut self,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+        _: &wl_surface::WlSurface,
+        _: &wl_output::WlOutput,
+    ) {
+    }
+
+    fn surface_leave(
+        &mut self,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+        _: &wl_surface::WlSurface,
+        _: &wl_output::WlOutput,
+    ) {
+    }
+}
+
+impl OutputHandler for App {
+    fn output_state(&mut self) -> &mut OutputState {
+        &mut self.outputs
+    }
+
+    fn new_output(&mut self, _: &Connection, _: &QueueHandle<Self>, _: wl_output::WlOutput) {}
+
+    fn update_output(&mut self, _: &Connection, _: &QueueHandle<Self>, _: wl_output::WlOutput) {}
+
+    fn output_destroyed(&mut self, _: &Connection, _: &QueueHandle<Self>, _: wl_output::WlOutput) {}
+}
+
+impl WindowHandler for App {
+    fn request_close(&mut self, _: &Connection, _: &QueueHandle<Self>, _: &Window) {
+        if !self.closed {
+            self.closed = true;
+            self.events.push(PresenterEvent::Close);
+        }
+    }
+
+    fn configure(
+        &mut self,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+        _: &Window,
+        configure: WindowConfigure,
+        _: u32,
+    ) {
+        // Under a desktop shell the first size is often (None, None): the client chooses.
+        let (default_width, default_height) = self
+            .window_size
+            .unwrap_or((self.spec.width, self.spec.height));
+        let size = (
+            configure.new_size.0.map_or(default_width, |w| w.get()),
+            configure.new_size.1.map_or(default_height, |h| h.get()),
+        );
+        let changed = !self.configured || self.window_size != Some(size);
+        self.window_size = Some(size);
+        self.configured = true;
+        // sctk has acked the configure; this commit applies it.
+        self.apply_layout();
+        if changed {
+            self.push_configure();
+        }
+    }
+}
+
+impl ShmHandler for App {
+    fn shm_state(&mut self) -> &mut Shm {
+        &mut self.shm
+    }
+}
+
+impl ProvidesRegistryState for App {
+    fn registry(&mut self) -> &mut RegistryState {
+        &mut self.registry
+    }
+
+    registry_handlers!(OutputState);
+}
+
+impl Dispatch<wp_viewporter::WpViewporter, ()> for App {
+    fn event(
+        _: &mut Self,
+        _: &wp_viewporter::WpViewporter,
+        _: wp_viewporter::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        // wp_viewporter has no events.
+    }
+}
+
+impl Dispatch<wp_viewport::WpViewport, ()> for App {
+    fn event(
+        _: &mut Self,
+        _: &wp_viewport::WpViewport,
+        _: wp_viewport::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        // wp_viewport has no events.
+    }
+}
+
+delegate_registry!(App);
+delegate_dispatch2!(App);
