@@ -14,7 +14,8 @@ mod demo {
     use std::time::{Duration, Instant};
 
     use clap::Parser;
-    use guestfb::present::wayland::{DamageRect, PresenterEvent, PresenterOptions, ShmPresenter};
+    use guestfb::present::wayland::{PresenterEvent, PresenterOptions, ShmPresenter};
+    use guestfb::rect::Rect;
 
     /// Animate a pattern in a wl_shm window.
     #[derive(Debug, Parser)]
@@ -38,7 +39,7 @@ mod demo {
     struct Scene {
         width: u32,
         height: u32,
-        square: DamageRect,
+        square: Rect,
     }
 
     impl Scene {
@@ -54,7 +55,7 @@ mod demo {
             Self {
                 width,
                 height,
-                square: DamageRect::new(
+                square: Rect::new(
                     bounce(frame * 5, span_x),
                     bounce(frame * 3, span_y),
                     side,
@@ -65,7 +66,7 @@ mod demo {
 
         fn pixel(&self, x: u32, y: u32) -> u32 {
             let s = self.square;
-            if x >= s.x && x < s.right() && y >= s.y && y < s.bottom() {
+            if x >= s.x && u64::from(x) < s.right() && y >= s.y && u64::from(y) < s.bottom() {
                 0xffff_d040
             } else {
                 let r = x * 255 / self.width.max(1);
@@ -74,11 +75,11 @@ mod demo {
             }
         }
 
-        fn paint(&self, pixels: &mut [u8], stride: u32, rects: &[DamageRect]) {
+        fn paint(&self, pixels: &mut [u8], stride: u32, rects: &[Rect]) {
             for rect in rects {
-                for y in rect.y..rect.bottom() {
+                for y in rect.y..rect.y + rect.height {
                     let row = &mut pixels[(y * stride) as usize..];
-                    for x in rect.x..rect.right() {
+                    for x in rect.x..rect.x + rect.width {
                         row[x as usize * 4..][..4].copy_from_slice(&self.pixel(x, y).to_le_bytes());
                     }
                 }
@@ -146,7 +147,7 @@ mod demo {
             // What changed on screen: the old and the new square (or everything at first).
             let damage = match &shown {
                 Some(old) => vec![old.square, scene.square],
-                None => vec![DamageRect::full(args.width, args.height)],
+                None => vec![Rect::full(args.width, args.height)],
             };
             let stride = frame.stride();
             let rects = frame.repair_rects(&damage);

@@ -73,4 +73,21 @@ impl Rect {
     pub fn clip(&self, width: u32, height: u32) -> Option<Rect> {
         self.intersect(&Rect::full(width, height))
     }
+
+    /// The smallest rectangle holding both (saturating at the edge of the u32 plane).
+    pub fn bounding(&self, other: &Rect) -> Rect {
+        let x0 = self.x.min(other.x);
+        let y0 = self.y.min(other.y);
+        let x1 = self.right().max(other.right()).min(u64::from(u32::MAX)) as u32;
+        let y1 = self.bottom().max(other.bottom()).min(u64::from(u32::MAX)) as u32;
+        Rect::new(x0, y0, x1 - x0, y1 - y0)
+    }
+
+    /// Whether `other` lies entirely inside this rectangle.
+    pub fn contains(&self, other: &Rect) -> bool {
+        other.x >= self.x
+            && other.y >= self.y
+            && other.right() <= self.right()
+            && other.bottom() <= self.bottom()
+    }
 }

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::weston::{Renderer, Screenshot, Weston, WestonConfig};
 use guestfb::format::PixelFormat;
-use guestfb::present::wayland::{
-    DamageRect, PresentError, PresenterEvent, PresenterOptions, ShmPresenter,
-};
+use guestfb::present::wayland::{PresentError, PresenterEvent, PresenterOptions, ShmPresenter};
+use guestfb::rect::Rect;
 
 /// The guest's picture, as the source of truth the caller copies from: `0xRRGGBB`.
 struct Picture {
@@ -38,20 +37,20 @@ impl Picture {
         self.pixels[(y * self.width + x) as usize]
     }
 
-    fn paint(&mut self, rect: DamageRect, f: impl Fn(u32, u32) -> u32) {
-        for y in rect.y..rect.bottom() {
-            for x in rect.x..rect.right() {
+    fn paint(&mut self, rect: Rect, f: impl Fn(u32, u32) -> u32) {
+        for y in rect.y..rect.y + rect.height {
+            for x in rect.x..rect.x + rect.width {
                 self.pixels[(y * self.width + x) as usize] = f(x, y) & 0xff_ffff;
             }
         }
     }
 
     /// Copies `rects` into an XRGB8888 buffer.
-    fn copy_to(&self, pixels: &mut [u8], stride: u32, rects: &[DamageRect]) {
+    fn copy_to(&self, pixels: &mut [u8], stride: u32, rects: &[Rect]) {
         for rect in rects {
-            for y in rect.y..rect.bottom() {
+            for y in rect.y..rect.y + rect.height {
                 let row = &mut pixels[(y * stride) as usize..];
-                for x in rect.x..rect.right() {
+                for x in rect.x..rect.x + rect.width {
                     let p = self.at(x, y) | 0xff00_0000;
                     row[x as usize * 4..][..4].copy_from_slice(&p.to_le_bytes());
                 }
@@ -92,12 +91,7 @@ fn wait_ready(presenter: &mut ShmPresenter, weston: &Weston) {
 
 /// Presents a frame whose buffer is repaired from `picture`; waits for its frame callback.
 /// Returns whether the buffer was fresh.
-fn show(
-    presenter: &mut ShmPresenter,
-    weston: &Weston,
-    picture: &Picture,
-    damage: &[DamageRect],
-) -> bool {
+fn show(presenter: &mut ShmPresenter, weston: &Weston, picture: &Picture, damage: &[Rect]) -> bool {
     wait_ready(presenter, weston);
     let mut frame = presenter
         .next_buffer()
@@ -166,7 +160,7 @@ fn exact_odd_size(renderer: Renderer) {
     let weston = Weston::start(WestonConfig::kiosk(w, h, renderer));
     let mut presenter = connect(&weston, PresenterOptions::new(w, h));
     let picture = Picture::new(w, h, pattern);
-    let fresh = show(&mut presenter, &weston, &picture, &[DamageRect::full(w, h)]);
+    let fresh = show(&mut presenter, &weston, &picture, &[Rect::full(w, h)]);
     assert!(fresh, "the first buffer is fresh");
     assert_eq!(presenter.window_size(), Some((w, h)));
     let shot = weston.screenshot();
@@ -179,13 +173,13 @@ fn damage_only_changes_its_rect(renderer: Renderer) {
     let weston = Weston::start(WestonConfig::kiosk(w, h, renderer));
     let mut presenter = connect(&weston, PresenterOptions::new(w, h));
     let mut picture = Picture::new(w, h, pattern);
-    show(&mut presenter, &weston, &picture, &[DamageRect::full(w, h)]);
+    show(&mut presenter, &weston, &picture, &[Rect::full(w, h)]);
     let rects = [
-        DamageRect::new(100, 50, 37, 29),
-        DamageRect::new(990, 600, 11, 67), // touches the right and bottom edges
-        DamageRect::new(0, 0, 1, 1),
-        DamageRect::new(500, 300, 200, 100),
-        DamageRect::new(503, 301, 3, 3),
+        Rect::new(100, 50, 37, 29),
+        Rect::new(990, 600, 11, 67), // touches the right and bottom edges
+        Rect::new(0, 0, 1, 1),
+        Rect::new(500, 300, 200, 100),
+        Rect::new(503, 301, 3, 3),
     ];
     let mut reused = 0;
     for (i, rect) in rects.into_iter().enumerate() {
@@ -215,12 +209,7 @@ fn letterbox(renderer: Renderer) {
         (true, false) => 0x0000ff,
         (false, false) => 0xffffff,
     });
-    show(
-        &mut presenter,
-        &weston,
-        &picture,
-        &[DamageRect::full(fw, fh)],
-    );
+    show(&mut presenter, &weston, &picture, &[Rect::full(fw, fh)]);
     let place = presenter.placement().expect("placement");
     assert_eq!(
         (place.x, place.y, place.width, place.height),
@@ -265,12 +254,7 @@ fn output_scale_two_is_pixel_exact(renderer: Renderer) {
     }
     assert_eq!(presenter.window_size(), Some((400, 300)));
     assert_eq!(presenter.preferred_frame_size(), Some((800, 600)));
-    show(
-        &mut presenter,
-        &weston,
-        &picture,
-        &[DamageRect::full(800, 600)],
-    );
+    show(&mut presenter, &weston, &picture, &[Rect::full(800, 600)]);
     let shot = weston.screenshot();
     assert_eq!((shot.width, shot.height), (800, 600));
     assert_shows(&shot, &picture, 0, 0);
@@ -280,23 +264,13 @@ fn frame_size_change(renderer: Renderer) {
     let weston = Weston::start(WestonConfig::kiosk(800, 600, renderer));
     let mut presenter = connect(&weston, PresenterOptions::new(400, 300));
     let small = Picture::new(400, 300, pattern2);
-    show(
-        &mut presenter,
-        &weston,
-        &small,
-        &[DamageRect::full(400, 300)],
-    );
+    show(&mut presenter, &weston, &small, &[Rect::full(400, 300)]);
     // The guest switches to the window's size: shown 1:1.
     presenter
         .set_frame(800, 600, PixelFormat::Xrgb8888)
         .expect("set_frame");
     let full = Picture::new(800, 600, pattern);
-    let fresh = show(
-        &mut presenter,
-        &weston,
-        &full,
-        &[DamageRect::full(800, 600)],
-    );
+    let fresh = show(&mut presenter, &weston, &full, &[Rect::full(800, 600)]);
     assert!(fresh, "a new frame size starts with a fresh buffer");
     assert_shows(&weston.screenshot(), &full, 0, 0);
     // Then to a square mode: the old picture must give way to black bars.
@@ -304,12 +278,7 @@ fn frame_size_change(renderer: Renderer) {
         .set_frame(300, 300, PixelFormat::Xrgb8888)
         .expect("set_frame");
     let square = Picture::new(300, 300, |_, _| 0x336699);
-    show(
-        &mut presenter,
-        &weston,
-        &square,
-        &[DamageRect::full(300, 300)],
-    );
+    show(&mut presenter, &weston, &square, &[Rect::full(300, 300)]);
     let shot = weston.screenshot();
     for y in 0..600 {
         for x in (0..100).chain(700..800) {
@@ -328,20 +297,10 @@ fn desktop_shell_defaults_to_frame_size(renderer: Renderer) {
     });
     let mut presenter = connect(&weston, PresenterOptions::new(333, 222));
     let picture = Picture::new(333, 222, pattern);
-    show(
-        &mut presenter,
-        &weston,
-        &picture,
-        &[DamageRect::full(333, 222)],
-    );
+    show(&mut presenter, &weston, &picture, &[Rect::full(333, 222)]);
     assert_eq!(presenter.window_size(), Some((333, 222)));
     // Frames with partial and with no damage are paced and shown too.
-    show(
-        &mut presenter,
-        &weston,
-        &picture,
-        &[DamageRect::new(1, 2, 3, 4)],
-    );
+    show(&mut presenter, &weston, &picture, &[Rect::new(1, 2, 3, 4)]);
     show(&mut presenter, &weston, &picture, &[]);
 }
 
@@ -370,7 +329,7 @@ fn compositor_loss_is_an_error(renderer: Renderer) {
     );
     // Presenting on a dead connection must not panic either.
     if let Ok(Some(frame)) = presenter.next_buffer() {
-        let _ = frame.present(&[DamageRect::full(320, 240)]);
+        let _ = frame.present(&[Rect::full(320, 240)]);
     }
 }
 

@@ -2,85 +2,7 @@
 //!
 //! Pure logic with no Wayland objects, so it is unit tested on its own.
 
-/// A rectangle of changed pixels in frame (buffer) coordinates.
-///
-/// Note for unification: `import::convert::Rect` has the same fields; the two are meant to
-/// become one type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct DamageRect {
-    /// Left edge in pixels.
-    pub x: u32,
-    /// Top edge in pixels.
-    pub y: u32,
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-}
-
-impl DamageRect {
-    /// A rectangle from its position and size.
-    pub const fn new(x: u32, y: u32, width: u32, height: u32) -> Self {
-        Self {
-            x,
-            y,
-            width,
-            height,
-        }
-    }
-
-    /// The whole of a `width` × `height` frame.
-    pub const fn full(width: u32, height: u32) -> Self {
-        Self::new(0, 0, width, height)
-    }
-
-    /// Whether the rectangle covers no pixel.
-    pub const fn is_empty(&self) -> bool {
-        self.width == 0 || self.height == 0
-    }
-
-    /// One past the right edge (saturating).
-    pub const fn right(&self) -> u32 {
-        self.x.saturating_add(self.width)
-    }
-
-    /// One past the bottom edge (saturating).
-    pub const fn bottom(&self) -> u32 {
-        self.y.saturating_add(self.height)
-    }
-
-    /// The part of the rectangle inside a `width` × `height` frame; `None` if nothing is.
-    pub fn clip(&self, width: u32, height: u32) -> Option<Self> {
-        let x0 = self.x.min(width);
-        let y0 = self.y.min(height);
-        let x1 = self.right().min(width);
-        let y1 = self.bottom().min(height);
-        let clipped = Self::new(x0, y0, x1 - x0, y1 - y0);
-        (!clipped.is_empty()).then_some(clipped)
-    }
-
-    /// The smallest rectangle holding both.
-    pub fn bounding(&self, other: &Self) -> Self {
-        let x0 = self.x.min(other.x);
-        let y0 = self.y.min(other.y);
-        let x1 = self.right().max(other.right());
-        let y1 = self.bottom().max(other.bottom());
-        Self::new(x0, y0, x1 - x0, y1 - y0)
-    }
-
-    /// Whether `other` lies entirely inside this rectangle.
-    pub fn contains(&self, other: &Self) -> bool {
-        other.x >= self.x
-            && other.y >= self.y
-            && other.right() <= self.right()
-            && other.bottom() <= self.bottom()
-    }
-
-    /// Number of pixels covered.
-    pub fn area(&self) -> u64 {
-        u64::from(self.width) * u64::from(self.height)
-    }
-}
+use crate::rect::Rect;
 
 /// Most rectangles a stale region keeps before it collapses to their bounding box.
 pub(crate) const MAX_STALE_RECTS: usize = 16;
@@ -93,7 +15,7 @@ pub(crate) const MAX_STALE_RECTS: usize = 16;
 pub(crate) struct StaleRegion {
     width: u32,
     height: u32,
-    rects: Vec<DamageRect>,
+    rects: Vec<Rect>,
 }
 
 impl StaleRegion {
@@ -104,12 +26,12 @@ impl StaleRegion {
             height,
             rects: Vec::new(),
         };
-        region.rects.push(DamageRect::full(width, height));
+        region.rects.push(Rect::full(width, height));
         region
     }
 
     /// The stale rectangles (clipped to the frame, possibly overlapping).
-    pub(crate) fn rects(&self) -> &[DamageRect] {
+    pub(crate) fn rects(&self) -> &[Rect] {
         &self.rects
     }
 
@@ -117,12 +39,12 @@ impl StaleRegion {
     pub(crate) fn is_full(&self) -> bool {
         self.rects
             .first()
-            .is_some_and(|r| r.contains(&DamageRect::full(self.width, self.height)))
+            .is_some_and(|r| r.contains(&Rect::full(self.width, self.height)))
     }
 
     /// Total stale pixels counted with overlaps (a cheap ordering key).
     pub(crate) fn cost(&self) -> u64 {
-        self.rects.iter().map(DamageRect::area).sum()
+        self.rects.iter().map(Rect::area).sum()
     }
 
     /// The buffer was brought up to date and shown.
@@ -131,11 +53,11 @@ impl StaleRegion {
     }
 
     /// Another buffer was shown with `damage`: this one now lags by it too.
-    pub(crate) fn add(&mut self, damage: &[DamageRect]) {
+    pub(crate) fn add(&mut self, damage: &[Rect]) {
         if self.is_full() {
             return;
         }
-        let full = DamageRect::full(self.width, self.height);
+        let full = Rect::full(self.width, self.height);
         for rect in damage
             .iter()
             .filter_map(|r| r.clip(self.width, self.height))
@@ -205,20 +127,20 @@ mod tests {
 
     #[test]
     fn clip_and_bounding() {
-        let r = DamageRect::new(90, 40, 20, 20);
-        assert_eq!(r.clip(100, 50), Some(DamageRect::new(90, 40, 10, 10)));
-        assert_eq!(DamageRect::new(100, 0, 5, 5).clip(100, 50), None);
-        assert_eq!(DamageRect::new(u32::MAX, 0, 5, 5).clip(100, 50), None);
-        let b = DamageRect::new(0, 0, 1, 1).bounding(&DamageRect::new(5, 6, 2, 3));
-        assert_eq!(b, DamageRect::new(0, 0, 7, 9));
+        let r = Rect::new(90, 40, 20, 20);
+        assert_eq!(r.clip(100, 50), Some(Rect::new(90, 40, 10, 10)));
+        assert_eq!(Rect::new(100, 0, 5, 5).clip(100, 50), None);
+        assert_eq!(Rect::new(u32::MAX, 0, 5, 5).clip(100, 50), None);
+        let b = Rect::new(0, 0, 1, 1).bounding(&Rect::new(5, 6, 2, 3));
+        assert_eq!(b, Rect::new(0, 0, 7, 9));
     }
 
     #[test]
     fn fresh_buffer_is_fully_stale_and_absorbs_damage() {
         let mut region = StaleRegion::fresh(64, 32);
         assert!(region.is_full());
-        region.add(&[DamageRect::new(1, 1, 2, 2)]);
-        assert_eq!(region.rects(), &[DamageRect::full(64, 32)]);
+        region.add(&[Rect::new(1, 1, 2, 2)]);
+        assert_eq!(region.rects(), &[Rect::full(64, 32)]);
     }
 
     #[test]
@@ -226,17 +148,17 @@ mod tests {
         let mut region = StaleRegion::fresh(64, 32);
         region.clear();
         assert_eq!(region.cost(), 0);
-        region.add(&[DamageRect::new(0, 0, 4, 4)]);
-        region.add(&[DamageRect::new(1, 1, 2, 2)]); // inside the first: dropped
-        region.add(&[DamageRect::new(10, 10, 4, 4)]);
+        region.add(&[Rect::new(0, 0, 4, 4)]);
+        region.add(&[Rect::new(1, 1, 2, 2)]); // inside the first: dropped
+        region.add(&[Rect::new(10, 10, 4, 4)]);
         assert_eq!(
             region.rects(),
-            &[DamageRect::new(0, 0, 4, 4), DamageRect::new(10, 10, 4, 4)]
+            &[Rect::new(0, 0, 4, 4), Rect::new(10, 10, 4, 4)]
         );
-        region.add(&[DamageRect::new(0, 0, 20, 20)]); // swallows both
-        assert_eq!(region.rects(), &[DamageRect::new(0, 0, 20, 20)]);
-        region.add(&[DamageRect::new(60, 30, 10, 10)]); // clipped
-        assert_eq!(region.rects()[1], DamageRect::new(60, 30, 4, 2));
+        region.add(&[Rect::new(0, 0, 20, 20)]); // swallows both
+        assert_eq!(region.rects(), &[Rect::new(0, 0, 20, 20)]);
+        region.add(&[Rect::new(60, 30, 10, 10)]); // clipped
+        assert_eq!(region.rects()[1], Rect::new(60, 30, 4, 2));
     }
 
     #[test]
@@ -244,13 +166,10 @@ mod tests {
         let mut region = StaleRegion::fresh(1000, 1000);
         region.clear();
         for i in 0..=MAX_STALE_RECTS as u32 {
-            region.add(&[DamageRect::new(i * 10, i * 5, 2, 2)]);
+            region.add(&[Rect::new(i * 10, i * 5, 2, 2)]);
         }
         let n = MAX_STALE_RECTS as u32;
-        assert_eq!(
-            region.rects(),
-            &[DamageRect::new(0, 0, n * 10 + 2, n * 5 + 2)]
-        );
+        assert_eq!(region.rects(), &[Rect::new(0, 0, n * 10 + 2, n * 5 + 2)]);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 mod damage;
 mod shm;
 
-pub use damage::{fit_letterbox, DamageRect, Placement};
+pub use damage::{fit_letterbox, Placement};
 pub use shm::{PresenterOptions, ShmFrame, ShmPresenter};
 
 use wayland_client::backend::WaylandError;

@@ -31,9 +31,10 @@ use wayland_client::protocol::{wl_output, wl_shm, wl_subsurface, wl_surface};
 use wayland_client::{Connection, Dispatch, EventQueue, Proxy, QueueHandle};
 use wayland_protocols::wp::viewporter::client::{wp_viewport, wp_viewporter};
 
-use super::damage::{fit_letterbox, DamageRect, Placement, StaleRegion};
+use super::damage::{fit_letterbox, Placement, StaleRegion};
 use super::{PresentError, PresenterEvent};
 use crate::format::PixelFormat;
+use crate::rect::Rect;
 
 /// Largest frame side the presenter accepts.
 const MAX_SIDE: u32 = 32768;
@@ -214,10 +215,10 @@ impl App {
 ///
 /// Typical loop:
 /// ```no_run
-/// # use guestfb::present::wayland::{DamageRect, PresenterEvent, PresenterOptions, ShmPresenter};
+/// # use guestfb::present::wayland::{Rect, PresenterEvent, PresenterOptions, ShmPresenter};
 /// # use std::time::Duration;
 /// let mut presenter = ShmPresenter::connect(PresenterOptions::new(640, 480))?;
-/// let mut damage = vec![DamageRect::full(640, 480)]; // coalesced until a frame is possible
+/// let mut damage = vec![Rect::full(640, 480)]; // coalesced until a frame is possible
 /// loop {
 ///     for event in presenter.dispatch(Some(Duration::from_millis(16)))? {
 ///         if event == PresenterEvent::Close {
@@ -570,10 +571,10 @@ impl ShmPresenter {
         }))
     }
 
-    fn present_buffer(&mut self, index: usize, damage: &[DamageRect]) -> Result<(), PresentError> {
+    fn present_buffer(&mut self, index: usize, damage: &[Rect]) -> Result<(), PresentError> {
         let app = &mut self.app;
         let spec = app.spec;
-        let damage: Vec<DamageRect> = damage
+        let damage: Vec<Rect> = damage
             .iter()
             .filter_map(|r| r.clip(spec.width, spec.height))
             .collect();
@@ -684,7 +685,7 @@ impl ShmFrame<'_> {
 
     /// Where this buffer lags behind the screen, beyond the new damage: the whole frame for
     /// a fresh buffer, else the damage of the frames presented since it was last shown.
-    pub fn stale(&self) -> &[DamageRect] {
+    pub fn stale(&self) -> &[Rect] {
         self.presenter.app.buffers[self.index].stale.rects()
     }
 
@@ -695,14 +696,14 @@ impl ShmFrame<'_> {
 
     /// The rectangles to write for a frame with `damage`: [`stale`](Self::stale) plus
     /// `damage`, clipped to the frame (they may overlap).
-    pub fn repair_rects(&self, damage: &[DamageRect]) -> Vec<DamageRect> {
+    pub fn repair_rects(&self, damage: &[Rect]) -> Vec<Rect> {
         let (width, height) = (self.width(), self.height());
         let stale = self.stale();
         if stale
             .first()
-            .is_some_and(|r| r.contains(&DamageRect::full(width, height)))
+            .is_some_and(|r| r.contains(&Rect::full(width, height)))
         {
-            return vec![DamageRect::full(width, height)];
+            return vec![Rect::full(width, height)];
         }
         stale
             .iter()
@@ -717,7 +718,7 @@ impl ShmFrame<'_> {
     /// sends one pixel so the frame callback still fires). The presenter is not ready
     /// again until the compositor's frame callback ([`PresenterEvent::FrameDone`]); it
     /// never comes while the window is hidden, so keep coalescing damage until then.
-    pub fn present(self, damage: &[DamageRect]) -> Result<(), PresentError> {
+    pub fn present(self, damage: &[Rect]) -> Result<(), PresentError> {
         self.presenter.present_buffer(self.index, damage)
     }
 }
