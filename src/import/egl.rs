@@ -12,12 +12,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{c_char, c_void, CStr};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::AsRawFd;
 
 use glow::HasContext;
 use khronos_egl as egl;
 
+pub use crate::format::fourcc_name;
 use crate::format::{Modifier, PixelFormat};
+pub use crate::import::dmabuf::{DmaBufImage, DmaBufPlane};
 
 /// The EGL entry points, loaded from `libEGL.so.1` at run time.
 pub type Egl = egl::DynamicInstance<egl::EGL1_5>;
@@ -193,49 +195,6 @@ fn modifier_list(list: &[u64]) -> String {
         .map(|&m| raw_modifier_name(m))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// A fourcc code as its four characters, e.g. `XR24`.
-pub fn fourcc_name(code: u32) -> String {
-    code.to_le_bytes()
-        .iter()
-        .map(|&b| {
-            if b.is_ascii_graphic() || b == b' ' {
-                b as char
-            } else {
-                '?'
-            }
-        })
-        .collect()
-}
-
-/// One plane of a dma-buf framebuffer.
-#[derive(Debug, Clone, Copy)]
-pub struct DmaBufPlane<'a> {
-    /// The dma-buf (or, where the driver accepts it, a memfd) holding the plane.
-    pub fd: BorrowedFd<'a>,
-    /// Byte offset of the plane's first row in `fd`.
-    pub offset: u32,
-    /// Bytes from one row to the next.
-    pub stride: u32,
-}
-
-/// A framebuffer to import: planes, format, modifier and *backing* size.
-///
-/// `width` and `height` are the size of the whole buffer; the visible rectangle is the
-/// renderer's business ([`crate::present::gl::DrawParams`]).
-#[derive(Debug, Clone, Copy)]
-pub struct DmaBufImage<'a> {
-    /// One entry per plane of `format`, first plane first.
-    pub planes: &'a [DmaBufPlane<'a>],
-    /// Pixel format.
-    pub format: PixelFormat,
-    /// Layout modifier; attributes are passed to EGL only for an explicit one.
-    pub modifier: Modifier,
-    /// Backing width in pixels.
-    pub width: u32,
-    /// Backing height in pixels.
-    pub height: u32,
 }
 
 /// Cache key of an imported buffer: the buffer's id and the generation of its export.
@@ -1106,4 +1065,41 @@ fn query_formats(egl: &Egl, display: egl::Display) -> Result<BTreeMap<u32, Vec<M
         formats.insert(code as u32, infos);
     }
     Ok(formats)
+}
+
+/// Why an export could not be imported as a texture.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportExportError {
+    /// The export could not be lent as dma-buf planes (revoked, or scattered without
+    /// udmabuf).
+    #[error(transparent)]
+    Source(#[from] crate::import::dmabuf::ExportImageError),
+    /// EGL refused it.
+    #[error(transparent)]
+    Egl(#[from] EglError),
+}
+
+impl EglImporter {
+    /// Imports an export (its udmabuf, or on a host without udmabuf its single memfd
+    /// piece, see [`crate::import::dmabuf`]), cached by buffer id and generation. A
+    /// cache hit costs a lock and a map lookup; nothing is copied.
+    pub fn import_export(
+        &mut self,
+        export: &crate::export::ExportedFramebuffer,
+    ) -> Result<ImportedTexture, ImportExportError> {
+        let key = BufferKey {
+            buffer_id: export.buffer_id(),
+            generation: export.generation(),
+        };
+        if let Some((generation, texture)) = self.cached(key.buffer_id) {
+            if generation == key.generation && !export.is_revoked() {
+                self.stats.cache_hits += 1;
+                return Ok(texture);
+            }
+        }
+        Ok(crate::import::dmabuf::with_export_image(
+            export,
+            |image, _| self.import(key, image),
+        )??)
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod convert;
 pub mod cpu;
+pub mod dmabuf;
 #[cfg(feature = "egl")]
 pub mod egl;
 

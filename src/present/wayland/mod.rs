@@ -3,12 +3,47 @@
 //! [`ShmPresenter`] shows CPU-written frames through `wl_shm`: an xdg-toplevel window whose
 //! picture is scaled to fit with black bars, paced by frame callbacks, with per-buffer
 //! damage tracking so only changed pixels are written and uploaded.
+//!
+//! `EglPresenter` (feature `wayland-egl`) imports the export's dma-buf as a GL texture
+//! and draws it into an EGL window (gl=on). [`DmabufPresenter`] hands the dma-buf to the
+//! compositor as a `zwp_linux_dmabuf_v1` buffer (passthrough, no GL of ours).
 
 mod damage;
+mod dmabuf;
+#[cfg(feature = "wayland-egl")]
+mod egl;
 mod shm;
 
 pub use damage::{fit_letterbox, Placement};
+pub use dmabuf::{DmabufPresenter, PassthroughError};
+#[cfg(feature = "wayland-egl")]
+pub use egl::{EglPresenter, GlPresentError};
 pub use shm::{PresenterOptions, ShmFrame, ShmPresenter};
+
+/// How a window of the EGL or passthrough presenter is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowOptions {
+    /// Window title.
+    pub title: String,
+    /// xdg app id; `guestfb` by default.
+    pub app_id: String,
+    /// Window width (logical pixels) when the compositor lets the client choose.
+    pub width: u32,
+    /// Window height when the compositor lets the client choose.
+    pub height: u32,
+}
+
+impl WindowOptions {
+    /// A window titled `guestfb`, `width` × `height` where the compositor lets us choose.
+    pub fn new(width: u32, height: u32) -> Self {
+        Self {
+            title: "guestfb".to_owned(),
+            app_id: "guestfb".to_owned(),
+            width,
+            height,
+        }
+    }
+}
 
 use wayland_client::backend::WaylandError;
 

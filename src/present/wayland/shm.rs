@@ -625,7 +625,10 @@ impl Drop for ShmPresenter {
 }
 
 /// Waits until `fd` is readable; false on timeout.
-fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Result<bool, PresentError> {
+pub(super) fn poll_readable(
+    fd: BorrowedFd<'_>,
+    timeout: Option<Duration>,
+) -> Result<bool, PresentError> {
     use rustix::event::{PollFd, PollFlags, Timespec};
     let timespec = timeout.map(|t| Timespec {
         tv_sec: t.as_secs().min(i64::MAX as u64) as i64,

@@ -1,0 +1,592 @@
+//! The EGL window presenter (gl=on): the export's dma-buf is imported as a GL texture
+//! (cached by buffer id and generation) and drawn scaled to fit, with black bars, into
+//! an EGL window surface of an xdg-toplevel. Nothing is copied by the CPU per frame.
+//!
+//! One surface, no subsurfaces: the bars are drawn by [`GlRenderer`] (it clears to black
+//! and letterboxes). The EGL window is `window size × output scale` device pixels.
+//! Frames are paced by the surface's frame callbacks; EGL's own wait is switched off
+//! (`eglSwapInterval(0)`) so that `eglSwapBuffers` never blocks the caller.
+
+use std::ffi::c_void;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use khronos_egl as egl;
+use smithay_client_toolkit::compositor::{CompositorHandler, CompositorState, FrameCallbackData};
+use smithay_client_toolkit::output::{OutputHandler, OutputState};
+use smithay_client_toolkit::registry::{ProvidesRegistryState, RegistryState};
+use smithay_client_toolkit::shell::xdg::window::{
+    Window, WindowConfigure, WindowDecorations, WindowHandler,
+};
+use smithay_client_toolkit::shell::xdg::XdgShell;
+use smithay_client_toolkit::shell::WaylandSurface;
+use smithay_client_toolkit::{delegate_dispatch2, delegate_registry, registry_handlers};
+use wayland_client::backend::WaylandError;
+use wayland_client::globals::{registry_queue_init, GlobalError};
+use wayland_client::protocol::{wl_output, wl_surface};
+use wayland_client::{Connection, EventQueue, Proxy, QueueHandle};
+use wayland_egl::WlEglSurface;
+
+use super::shm::poll_readable;
+use super::{PresentError, PresenterEvent, WindowOptions};
+use crate::export::ExportedFramebuffer;
+use crate::import::egl::{EglError, EglImporter, ImportExportError, ImportedTexture};
+use crate::present::gl::{DrawParams, Filter, GlRenderer, Rect as GlRect, RenderError};
+
+/// Why the EGL presenter could not show a frame.
+#[derive(Debug, thiserror::Error)]
+pub enum GlPresentError {
+    /// The Wayland side failed (connection, protocol, missing global).
+    #[error(transparent)]
+    Wayland(#[from] PresentError),
+    /// EGL could not be set up on the Wayland display, or an EGL call failed.
+    #[error(transparent)]
+    Egl(#[from] EglError),
+    /// The export could not be imported (revoked, scattered without udmabuf, or EGL
+    /// refused it): the caller may fall back to the CPU path.
+    #[error(transparent)]
+    Import(#[from] ImportExportError),
+    /// Drawing failed.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// `wl_egl_window_create` failed.
+    #[error("wl_egl_window_create failed: {0}")]
+    EglWindow(String),
+}
+
+impl GlPresentError {
+    /// Whether the error is about this frame (a CPU fallback may show it) rather than
+    /// about the window or the connection.
+    pub fn is_import_error(&self) -> bool {
+        matches!(self, Self::Import(_))
+    }
+}
+
+/// The Wayland-side state the event queue dispatches into.
+#[derive(Debug)]
+struct App {
+    registry: RegistryState,
+    outputs: OutputState,
+    window: Window,
+    default_size: (u32, u32),
+    window_size: Option<(u32, u32)>,
+    scale: u32,
+    configured: bool,
+    frame_pending: bool,
+    closed: bool,
+    /// The window changed size or scale since the last draw.
+    resized: bool,
+    events: Vec<PresenterEvent>,
+}
+
+impl App {
+    fn push_configure(&mut self) {
+        if let Some((width, height)) = self.window_size {
+            self.resized = true;
+            self.events.push(PresenterEvent::Configure {
+                width,
+                height,
+                scale: self.scale,
+            });
+        }
+    }
+
+    /// Buffer size of the EGL window in device pixels.
+    fn buffer_size(&self) -> Option<(u32, u32)> {
+        let (width, height) = self.window_size?;
+        Some((
+            width.saturating_mul(self.scale).clamp(1, i32::MAX as u32),
+            height.saturating_mul(self.scale).clamp(1, i32::MAX as u32),
+        ))
+    }
+}
+
+/// The EGL window surface and its `wl_egl_window`, destroyed in that order.
+#[derive(Debug)]
+struct EglWindow {
+    surface: egl::Surface,
+    window: WlEglSurface,
+    size: (u32, u32),
+}
+
+/// Shows exports through EGL in a Wayland window (gl=on).
+///
+/// Loop: [`dispatch`](Self::dispatch) events; when [`is_ready`](Self::is_ready) and the
+/// guest has a new frame, or [`needs_redraw`](Self::needs_redraw) (resize), call
+/// [`present`](Self::present). After a revoke, call [`forget`](Self::forget).
+#[derive(Debug)]
+pub struct EglPresenter {
+    // Drop order matters: GL objects, then the EGL surface, the wl_egl_window, the
+    // importer (context), the window, and the connection last (see Drop).
+    renderer: Option<GlRenderer>,
+    egl_window: Option<EglWindow>,
+    importer: Option<EglImporter>,
+    last: Option<ExportedFramebuffer>,
+    filter: Filter,
+    queue: EventQueue<App>,
+    qh: QueueHandle<App>,
+    app: App,
+    conn: Connection,
+}
+
+fn missing(
+    interface: &'static str,
+) -> impl FnOnce(wayland_client::globals::BindError) -> PresentError {
+    move |error| PresentError::MissingGlobal {
+        interface,
+        reason: error.to_string(),
+    }
+}
+
+impl EglPresenter {
+    /// Connects to the compositor named by `WAYLAND_DISPLAY` and opens the window.
+    pub fn connect(options: WindowOptions) -> Result<Self, GlPresentError> {
+        let conn = Connection::connect_to_env().map_err(PresentError::from)?;
+        Self::from_connection(conn, options)
+    }
+
+    /// Connects to the compositor socket at `socket`.
+    pub fn connect_to(socket: &Path, options: WindowOptions) -> Result<Self, GlPresentError> {
+        let stream = UnixStream::connect(socket).map_err(|source| PresentError::Socket {
+            path: socket.to_owned(),
+            source,
+        })?;
+        let conn = Connection::from_socket(stream).map_err(PresentError::from)?;
+        Self::from_connection(conn, options)
+    }
+
+    /// Opens the window and an EGL display on an existing connection (which must use
+    /// libwayland's client, the `wayland-egl` feature's system backend).
+    pub fn from_connection(
+        conn: Connection,
+        options: WindowOptions,
+    ) -> Result<Self, GlPresentError> {
+        let (globals, mut queue) =
+            registry_queue_init::<App>(&conn).map_err(|error| match error {
+                GlobalError::Backend(backend) => PresentError::from(backend),
+                GlobalError::InvalidId(id) => PresentError::Protocol(id.to_string()),
+            })?;
+        let qh = queue.handle();
+        let compositor = CompositorState::bind(&globals, &qh).map_err(missing("wl_compositor"))?;
+        let xdg_shell = XdgShell::bind(&globals, &qh).map_err(missing("xdg_wm_base"))?;
+        let surface = compositor.create_surface(&qh);
+        let window = xdg_shell.create_window(surface, WindowDecorations::RequestServer, &qh);
+        window.set_title(options.title);
+        window.set_app_id(options.app_id);
+        window.commit();
+        // SAFETY: the display pointer belongs to `conn`, which the presenter keeps and
+        // drops after the importer (Drop below).
+        let importer = unsafe { EglImporter::from_wayland(display_ptr(&conn)) }?;
+        let mut app = App {
+            registry: RegistryState::new(&globals),
+            outputs: OutputState::new(&globals, &qh),
+            window,
+            default_size: (options.width.max(1), options.height.max(1)),
+            window_size: None,
+            scale: 1,
+            configured: false,
+            frame_pending: false,
+            closed: false,
+            resized: false,
+            events: Vec::new(),
+        };
+        queue.roundtrip(&mut app).map_err(PresentError::from)?;
+        let renderer = GlRenderer::new(importer.gl())?;
+        Ok(Self {
+            renderer: Some(renderer),
+            egl_window: None,
+            importer: Some(importer),
+            last: None,
+            filter: Filter::Linear,
+            queue,
+            qh,
+            app,
+            conn,
+        })
+    }
+
+    fn importer(&self) -> &EglImporter {
+        self.importer.as_ref().expect("importer lives until drop")
+    }
+
+    fn importer_mut(&mut self) -> &mut EglImporter {
+        self.importer.as_mut().expect("importer lives until drop")
+    }
+
+    /// The importer (its formats, cache statistics).
+    pub fn egl_importer(&self) -> &EglImporter {
+        self.importer()
+    }
+
+    /// Sets the texture filter used when the picture is scaled (linear by default).
+    pub fn set_filter(&mut self, filter: Filter) {
+        self.filter = filter;
+    }
+
+    /// Sets the window title.
+    pub fn set_title(&self, title: &str) {
+        self.app.window.set_title(title);
+    }
+
+    /// The window size in logical pixels, once configured.
+    pub fn window_size(&self) -> Option<(u32, u32)> {
+        self.app.window_size
+    }
+
+    /// Integer output scale of the window.
+    pub fn scale(&self) -> u32 {
+        self.app.scale
+    }
+
+    /// Whether the compositor asked to close the window.
+    pub fn is_closed(&self) -> bool {
+        self.app.closed
+    }
+
+    /// Whether a frame may be drawn now: configured, open, last frame callback fired.
+    pub fn is_ready(&self) -> bool {
+        self.app.configured && !self.app.frame_pending && !self.app.closed
+    }
+
+    /// Whether the window changed size or scale since the last draw (draw again, even
+    /// without a new guest frame).
+    pub fn needs_redraw(&self) -> bool {
+        self.app.resized
+    }
+
+    /// The connection's fd, for callers that poll several sources.
+    pub fn connection_fd(&self) -> BorrowedFd<'_> {
+        self.conn.as_fd()
+    }
+
+    /// Drops the cached EGL image of a buffer (its export was revoked or replaced).
+    pub fn forget(&mut self, buffer_id: u64) -> bool {
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|e| e.buffer_id() == buffer_id)
+        {
+            self.last = None;
+        }
+        self.importer_mut().forget(buffer_id)
+    }
+
+    /// Sends buffered requests to the compositor.
+    pub fn flush(&self) -> Result<(), PresentError> {
+        match self.conn.flush() {
+            Ok(()) => Ok(()),
+            Err(WaylandError::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Handles compositor events, waiting up to `timeout` (`None`: forever) for one.
+    /// A lost compositor is [`PresentError::ConnectionLost`], never a panic.
+    pub fn dispatch(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<PresenterEvent>, PresentError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            self.queue.dispatch_pending(&mut self.app)?;
+            self.flush()?;
+            if !self.app.events.is_empty() {
+                break;
+            }
+            let Some(guard) = self.queue.prepare_read() else {
+                continue;
+            };
+            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if !poll_readable(guard.connection_fd(), remaining)? {
+                break;
+            }
+            match guard.read() {
+                Ok(_) => {}
+                Err(WaylandError::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(std::mem::take(&mut self.app.events))
+    }
+
+    /// Creates or resizes the EGL window to the window's buffer size.
+    fn ensure_egl_window(&mut self) -> Result<(), GlPresentError> {
+        let Some(size) = self.app.buffer_size() else {
+            return Ok(());
+        };
+        let surface = self.app.window.wl_surface().clone();
+        if let Some(window) = &mut self.egl_window {
+            if window.size != size {
+                window.window.resize(size.0 as i32, size.1 as i32, 0, 0);
+                window.size = size;
+            }
+        } else {
+            let window = WlEglSurface::new(surface.id(), size.0 as i32, size.1 as i32)
+                .map_err(|e| GlPresentError::EglWindow(e.to_string()))?;
+            let importer = self.importer.as_ref().expect("importer lives until drop");
+            let egl = importer.egl();
+            // SAFETY: on the Wayland platform the native window is the
+            // `struct wl_egl_window *`, which lives in `window` and outlives the surface
+            // (EglWindow's fields are dropped surface first, see Drop).
+            let egl_surface = unsafe {
+                egl.create_platform_window_surface(
+                    importer.display(),
+                    importer.config(),
+                    window.ptr() as *mut c_void,
+                    &[egl::ATTRIB_NONE],
+                )
+            }
+            .map_err(|error| EglError::Call {
+                call: "eglCreatePlatformWindowSurface",
+                error,
+            })?;
+            self.egl_window = Some(EglWindow {
+                surface: egl_surface,
+                window,
+                size,
+            });
+            importer.make_current(Some(egl_surface))?;
+            // Our frame callbacks pace; EGL must not wait for its own in SwapBuffers.
+            let _ = egl.swap_interval(importer.display(), 0);
+        }
+        surface.set_buffer_scale(self.app.scale as i32);
+        Ok(())
+    }
+
+    /// Draws `export` (or, with `None`, the last export again, e.g. after a resize)
+    /// scaled to fit the window and swaps. The import is cached by buffer id and
+    /// generation: a frame of an already imported buffer costs one draw call.
+    ///
+    /// Call only when [`is_ready`](Self::is_ready); otherwise nothing is drawn and
+    /// `Ok(false)` is returned. On an import error the window keeps its last frame.
+    pub fn present(
+        &mut self,
+        export: Option<&ExportedFramebuffer>,
+    ) -> Result<bool, GlPresentError> {
+        if !self.is_ready() {
+            return Ok(false);
+        }
+        self.ensure_egl_window()?;
+        let Some(window) = &self.egl_window else {
+            return Ok(false);
+        };
+        let (surface, size) = (window.surface, window.size);
+        let export = export.cloned().or_else(|| self.last.clone());
+        let texture = match &export {
+            Some(export) => Some((self.importer_mut().import_export(export)?, export.clone())),
+            None => None,
+        };
+        let importer = self.importer();
+        importer.make_current(Some(surface))?;
+        let gl = importer.gl();
+        let renderer = self.renderer.as_ref().expect("renderer lives until drop");
+        match &texture {
+            Some((texture, export)) => {
+                draw_export(renderer, gl, texture, export, size, self.filter)?;
+            }
+            None => clear_black(gl, size),
+        }
+        let wl_surface = self.app.window.wl_surface().clone();
+        wl_surface.frame(&self.qh, FrameCallbackData(wl_surface.clone()));
+        importer
+            .egl()
+            .swap_buffers(importer.display(), surface)
+            .map_err(|error| EglError::Call {
+                call: "eglSwapBuffers",
+                error,
+            })?;
+        self.app.frame_pending = true;
+        self.app.resized = false;
+        if let Some((_, export)) = texture {
+            self.last = Some(export);
+        }
+        self.flush()?;
+        Ok(true)
+    }
+}
+
+/// Draws an export's texture cropped to its visible rect, flipped for y0_top.
+fn draw_export(
+    renderer: &GlRenderer,
+    gl: &glow::Context,
+    texture: &ImportedTexture,
+    export: &ExportedFramebuffer,
+    (width, height): (u32, u32),
+    filter: Filter,
+) -> Result<(), RenderError> {
+    let layout = export.layout();
+    let visible = layout.visible();
+    // SAFETY: binding the default framebuffer (the window surface) is always valid.
+    unsafe { glow::HasContext::bind_framebuffer(gl, glow::FRAMEBUFFER, None) };
+    renderer.draw(
+        gl,
+        texture,
+        &DrawParams {
+            src: GlRect {
+                x: visible.x,
+                y: visible.y,
+                width: visible.width,
+                height: visible.height,
+            },
+            y0_top: layout.y0_top(),
+            target_width: width,
+            target_height: height,
+            filter,
+        },
+    )?;
+    Ok(())
+}
+
+fn clear_black(gl: &glow::Context, (width, height): (u32, u32)) {
+    use glow::HasContext;
+    // SAFETY: plain state and clear calls on the current context.
+    unsafe {
+        gl.bind_framebuffer(glow::FRAMEBUFFER, None);
+        gl.viewport(0, 0, width as i32, height as i32);
+        gl.clear_color(0.0, 0.0, 0.0, 1.0);
+        gl.clear(glow::COLOR_BUFFER_BIT);
+    }
+}
+
+/// The `struct wl_display *` of a connection on libwayland's client.
+fn display_ptr(conn: &Connection) -> *mut c_void {
+    conn.backend().display_ptr().cast()
+}
+
+impl Drop for EglPresenter {
+    fn drop(&mut self) {
+        if let Some(importer) = &self.importer {
+            // GL objects are deleted on the importer's context.
+            let _ = importer.make_current(self.egl_window.as_ref().map(|w| w.surface));
+            if let Some(renderer) = self.renderer.take() {
+                renderer.destroy(importer.gl());
+            }
+            let _ = importer.make_current(None);
+            if let Some(window) = self.egl_window.take() {
+                let _ = importer
+                    .egl()
+                    .destroy_surface(importer.display(), window.surface);
+                drop(window.window);
+            }
+        }
+        // The importer deletes its textures and images and destroys its context.
+        self.importer = None;
+        let _ = self.conn.flush();
+    }
+}
+
+impl CompositorHandler for App {
+    fn scale_factor_changed(
+        &mut self,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+        surface: &wl_surface::WlSurface,
+        new_factor: i32,
+    ) {
+        if surface == self.window.wl_surface() {
+            let scale = new_factor.max(1) as u32;
+            if scale != self.scale {
+                self.scale = scale;
+                if self.configured {
+                    self.push_configure();
+                }
+            }
+        }
+    }
+
+    fn transform_changed(
+        &mut self,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+        _: &wl_surface::WlSurface,
+        _: wl_output::Transform,
+    ) {
+    }
+
+    fn frame(
+        &mut self,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+        surface: &wl_surface::WlSurface,
+        time: u32,
+    ) {
+        if surface == self.window.wl_surface() {
+            self.frame_pending = false;
+            self.events
+                .push(PresenterEvent::FrameDone { time_ms: time });
+        }
+    }
+
+    fn surface_enter(
+        &mut self,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+        _: &wl_surface::WlSurface,
+        _: &wl_output::WlOutput,
+    ) {
+    }
+
+    fn surface_leave(
+        &mut self,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+        _: &wl_surface::WlSurface,
+        _: &wl_output::WlOutput,
+    ) {
+    }
+}
+
+impl OutputHandler for App {
+    fn output_state(&mut self) -> &mut OutputState {
+        &mut self.outputs
+    }
+
+    fn new_output(&mut self, _: &Connection, _: &QueueHandle<Self>, _: wl_output::WlOutput) {}
+
+    fn update_output(&mut self, _: &Connection, _: &QueueHandle<Self>, _: wl_output::WlOutput) {}
+
+    fn output_destroyed(&mut self, _: &Connection, _: &QueueHandle<Self>, _: wl_output::WlOutput) {}
+}
+
+impl WindowHandler for App {
+    fn request_close(&mut self, _: &Connection, _: &QueueHandle<Self>, _: &Window) {
+        if !self.closed {
+            self.closed = true;
+            self.events.push(PresenterEvent::Close);
+        }
+    }
+
+    fn configure(
+        &mut self,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+        _: &Window,
+        configure: WindowConfigure,
+        _: u32,
+    ) {
+        let (default_width, default_height) = self.window_size.unwrap_or(self.default_size);
+        let size = (
+            configure.new_size.0.map_or(default_width, |w| w.get()),
+            configure.new_size.1.map_or(default_height, |h| h.get()),
+        );
+        let changed = !self.configured || self.window_size != Some(size);
+        self.window_size = Some(size);
+        self.configured = true;
+        if changed {
+            self.push_configure();
+        }
+    }
+}
+
+impl ProvidesRegistryState for App {
+    fn registry(&mut self) -> &mut RegistryState {
+        &mut self.registry
+    }
+
+    registry_handlers!(OutputState);
+}
+
+delegate_registry!(App);
+delegate_dispatch2!(App);
