@@ -179,6 +179,20 @@ impl Modifier {
     }
 }
 
+/// A fourcc code as its four characters, e.g. `XR24`.
+pub fn fourcc_name(code: u32) -> String {
+    code.to_le_bytes()
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,18 +225,4 @@ mod tests {
         // I915_FORMAT_MOD_X_TILED
         assert!(!Modifier::from_raw(0x0100_0000_0000_0001).is_linear());
     }
-}
-
-/// A fourcc code as its four characters, e.g. `XR24`.
-pub fn fourcc_name(code: u32) -> String {
-    code.to_le_bytes()
-        .iter()
-        .map(|&b| {
-            if b.is_ascii_graphic() || b == b' ' {
-                b as char
-            } else {
-                '?'
-            }
-        })
-        .collect()
 }

@@ -11,8 +11,8 @@
 //!
 //! Surfaces as in the shm presenter: the toplevel shows one black pixel stretched by a
 //! viewport (the bars); a desynchronised subsurface shows the frame, cropped to the
-//! visible rect and scaled to fit by its own viewport. `y0_top == false` is sent as the
-//! buffer's `y_invert` flag. Host-only fallback: without `/dev/udmabuf` a single-piece
+//! visible rect and scaled to fit by its own viewport. `y0_top == false` is shown with
+//! the `flipped_180` buffer transform (a vertical flip). Host-only fallback: without `/dev/udmabuf` a single-piece
 //! memfd export is sent as a linear dma-buf (see [`crate::import::dmabuf`]).
 
 use std::collections::{BTreeSet, HashMap};
@@ -199,6 +199,7 @@ impl App {
 #[derive(Debug)]
 pub struct DmabufPresenter {
     cache: HashMap<u64, CachedBuffer>,
+    transform: Option<wl_output::Transform>,
     queue: EventQueue<App>,
     qh: QueueHandle<App>,
     app: App,
@@ -309,6 +310,7 @@ impl DmabufPresenter {
         queue.roundtrip(&mut app)?;
         Ok(Self {
             cache: HashMap::new(),
+            transform: None,
             queue,
             qh,
             app,
@@ -442,11 +444,10 @@ impl DmabufPresenter {
                     .join(" "),
             }
         })?;
-        let flags = if layout.y0_top() {
-            zwp_linux_buffer_params_v1::Flags::empty()
-        } else {
-            zwp_linux_buffer_params_v1::Flags::YInvert
-        };
+        // Bottom-up frames are flipped with the surface's buffer transform, not the
+        // buffer's y_invert flag: weston 14's GL renderer drew y_invert dma-bufs with the
+        // memory rows at the picture's bottom edge missing (seen in the host test).
+        let flags = zwp_linux_buffer_params_v1::Flags::empty();
         let dmabuf = &self.app.dmabuf;
         let qh = &self.qh;
         let params = with_export_image(export, |image, _| {
@@ -509,25 +510,39 @@ impl DmabufPresenter {
         let layout = export.layout();
         let visible = layout.visible();
         let (width, height) = (layout.width(), layout.height());
-        // Source crop in surface coordinates (after y_invert the picture's top row is
+        // Source crop in surface coordinates (after the flip the picture's top row is
         // the backing's last memory row).
         let src_y = if layout.y0_top() {
             visible.y
         } else {
             height - visible.y - visible.height
         };
-        self.app.child_viewport.set_source(
-            f64::from(visible.x),
-            f64::from(src_y),
-            f64::from(visible.width),
-            f64::from(visible.height),
-        );
+        if visible == Rect::full(width, height) {
+            self.app.child_viewport.set_source(-1.0, -1.0, -1.0, -1.0);
+        } else {
+            self.app.child_viewport.set_source(
+                f64::from(visible.x),
+                f64::from(src_y),
+                f64::from(visible.width),
+                f64::from(visible.height),
+            );
+        }
         let picture = (visible.width, visible.height);
         if self.app.picture != Some(picture) {
             self.app.picture = Some(picture);
             self.app.apply_layout();
         }
         let child = &self.app.child;
+        let transform = if layout.y0_top() {
+            wl_output::Transform::Normal
+        } else {
+            // FLIPPED_180: a vertical flip (mirror about the vertical axis, then 180°).
+            wl_output::Transform::Flipped180
+        };
+        if self.transform != Some(transform) {
+            child.set_buffer_transform(transform);
+            self.transform = Some(transform);
+        }
         child.attach(Some(&buffer), 0, 0);
         let clipped: Vec<Rect> = damage
             .iter()
@@ -539,14 +554,8 @@ impl DmabufPresenter {
             child.damage_buffer(0, 0, 1, 1);
         } else {
             for r in &clipped {
-                // Damage is in buffer coordinates: with y_invert, rows count from the
-                // bottom of the buffer as the compositor reads it.
-                let y = if layout.y0_top() {
-                    r.y
-                } else {
-                    height - r.y - r.height
-                };
-                child.damage_buffer(r.x as i32, y as i32, r.width as i32, r.height as i32);
+                // Buffer coordinates: memory rows, whatever the transform.
+                child.damage_buffer(r.x as i32, r.y as i32, r.width as i32, r.height as i32);
             }
         }
         child.frame(&self.qh, FrameCallbackData(child.clone()));
