@@ -1,0 +1,223 @@
+//! Benchmark of the gl=on frame cost against the gl=off copy, at 1920×1080 and
+//! 3840×2160, in one run.
+//!
+//! ```text
+//! cargo run --release --example bench_gl [-- --frames 40]
+//! ```
+//!
+//! gl=on, per presented frame (the import is cached after the first frame, as in the
+//! viewer): `EglImporter::import_export` (a cache hit) + `GlRenderer::draw` of the
+//! whole frame into an offscreen target of the same size + `glFinish`.
+//! gl=off, per frame: `convert::blit` of the whole frame into a wl_shm-sized buffer.
+//!
+//! Times are CPU times from `getrusage`, not wall time: llvmpipe rasterises on the CPU,
+//! in worker threads, so wall time would mix the two questions. Reported:
+//! * **submit**: this thread's CPU time for import + draw call (what guestfb itself
+//!   spends; with a GPU this is the whole CPU cost of gl=on);
+//! * **total**: the whole process's CPU time including llvmpipe's rasterisation and
+//!   texture sampling up to `glFinish` (a software GPU's cost; it grows with the
+//!   number of pixels drawn, as a GPU's time would);
+//! * **blit**: the gl=off copy, this thread's CPU time.
+//!
+//! Zero-copy means the *submit* cost does not grow with the frame: its 4K/1080p ratio
+//! should stay near 1 (≤ 1.2), while a copy grows with the bytes (ratio ≈ 4).
+
+use std::time::{Duration, Instant};
+
+use guestfb::export::{ExportedFramebuffer, Exporter, PinManager, PinPolicy, PinPurpose};
+use guestfb::format::PixelFormat;
+use guestfb::import::convert::{blit, Dest, DestFormat, Rect, Source, SourcePlane};
+use guestfb::import::egl::EglImporter;
+use guestfb::import::CpuMapping;
+use guestfb::present::gl::{DrawParams, Filter, GlRenderer, OffscreenTarget, Rect as GlRect};
+use guestfb::source::demo::{DemoConfig, DemoGuest};
+
+/// CPU time used so far by this thread (`RUSAGE_THREAD`) or the process (`RUSAGE_SELF`).
+fn cpu_time(who: libc::c_int) -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; a zeroed rusage is a valid value.
+    let usage = unsafe {
+        libc::getrusage(who, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+fn thread_cpu() -> Duration {
+    cpu_time(libc::RUSAGE_THREAD)
+}
+
+fn process_cpu() -> Duration {
+    cpu_time(libc::RUSAGE_SELF)
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Costs {
+    submit: Duration,
+    total: Duration,
+    wall: Duration,
+    blit: Duration,
+    blit_wall: Duration,
+}
+
+fn per_frame(d: Duration, frames: u32) -> f64 {
+    d.as_secs_f64() * 1e3 / f64::from(frames)
+}
+
+fn measure(
+    gl: &mut (EglImporter, GlRenderer),
+    width: u32,
+    height: u32,
+    frames: u32,
+) -> Result<Costs, Box<dyn std::error::Error>> {
+    let mut guest = DemoGuest::new(DemoConfig {
+        width,
+        height,
+        format: PixelFormat::Xrgb8888,
+        ..DemoConfig::default()
+    })?;
+    let exporter = Exporter::new(guest.memory().clone(), PinManager::new(PinPolicy::default()));
+    let export: ExportedFramebuffer = exporter.export(1, &guest.desc(), PinPurpose::Scanout)?;
+    let (importer, renderer) = gl;
+    let target = OffscreenTarget::new(importer.gl(), width, height)?;
+    let params = DrawParams {
+        src: GlRect {
+            x: 0,
+            y: 0,
+            width,
+            height,
+        },
+        y0_top: true,
+        target_width: width,
+        target_height: height,
+        filter: Filter::Nearest,
+    };
+    let finish = |importer: &EglImporter| {
+        // SAFETY: glFinish on the importer's current context.
+        unsafe { glow::HasContext::finish(importer.gl()) }
+    };
+    // Warm-up: the first frame imports (eglCreateImage) and compiles llvmpipe's shaders.
+    for _ in 0..3 {
+        let texture = importer.import_export(&export)?;
+        target.bind(importer.gl());
+        renderer.draw(importer.gl(), &texture, &params)?;
+        finish(importer);
+    }
+    let created = importer.stats().images_created;
+    let mut costs = Costs::default();
+    for _ in 0..frames {
+        guest.step();
+        let (t0, p0, w0) = (thread_cpu(), process_cpu(), Instant::now());
+        let texture = importer.import_export(&export)?;
+        target.bind(importer.gl());
+        renderer.draw(importer.gl(), &texture, &params)?;
+        let t1 = thread_cpu();
+        finish(importer);
+        costs.submit += t1 - t0;
+        costs.total += process_cpu() - p0;
+        costs.wall += w0.elapsed();
+    }
+    assert_eq!(
+        importer.stats().images_created,
+        created,
+        "a frame re-imported: the cache did not hold"
+    );
+    target.destroy(importer.gl());
+
+    // gl=off: the whole frame converted into a wl_shm-sized XRGB8888 buffer.
+    let stride = width as usize * 4;
+    let mut shm = vec![0u8; stride * height as usize];
+    let mapping = CpuMapping::new(export.clone());
+    let full = [Rect::full(width, height)];
+    let mut copy = |shm: &mut [u8]| {
+        mapping.read(|bytes, layout| {
+            let plane = layout.planes()[0];
+            blit(
+                &Source {
+                    format: layout.format(),
+                    width,
+                    height,
+                    planes: &[SourcePlane {
+                        data: &bytes[plane.offset as usize..],
+                        stride: plane.stride as usize,
+                    }],
+                    y0_top: true,
+                },
+                &mut Dest {
+                    data: shm,
+                    stride,
+                    format: DestFormat::Xrgb8888,
+                },
+                &full,
+            )
+            .map(|_| ())
+        })
+    };
+    copy(&mut shm)??;
+    for _ in 0..frames {
+        guest.step();
+        let (t0, w0) = (thread_cpu(), Instant::now());
+        copy(&mut shm)??;
+        costs.blit += thread_cpu() - t0;
+        costs.blit_wall += w0.elapsed();
+    }
+    Ok(costs)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut frames = 40u32;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--frames" => frames = args.next().ok_or("--frames N")?.parse()?,
+            other => return Err(format!("unknown argument {other:?}").into()),
+        }
+    }
+    let importer = EglImporter::headless()?;
+    println!("EGL: {:?}; {frames} frames per size", importer.platform());
+    let renderer = GlRenderer::new(importer.gl())?;
+    let mut gl = (importer, renderer);
+    let sizes = [(1920, 1080), (3840, 2160)];
+    let mut results = Vec::new();
+    println!(
+        "{:>10} | {:>12} {:>12} {:>12} | {:>12} {:>12}   (ms per frame)",
+        "size", "gl submit", "gl total", "gl wall", "blit cpu", "blit wall"
+    );
+    for (width, height) in sizes {
+        let c = measure(&mut gl, width, height, frames)?;
+        println!(
+            "{:>10} | {:>12.3} {:>12.3} {:>12.3} | {:>12.3} {:>12.3}",
+            format!("{width}x{height}"),
+            per_frame(c.submit, frames),
+            per_frame(c.total, frames),
+            per_frame(c.wall, frames),
+            per_frame(c.blit, frames),
+            per_frame(c.blit_wall, frames),
+        );
+        results.push(c);
+    }
+    let ratio = |f: fn(&Costs) -> Duration| {
+        f(&results[1]).as_secs_f64() / f(&results[0]).as_secs_f64().max(1e-12)
+    };
+    println!("4K / 1080p ratios (pixels: 4.00):");
+    println!(
+        "  gl=on submit (import + draw call, our CPU): {:.2}",
+        ratio(|c| c.submit)
+    );
+    println!(
+        "  gl=on total (incl. llvmpipe rasterisation): {:.2}",
+        ratio(|c| c.total)
+    );
+    println!("  gl=off blit (CPU copy):                      {:.2}", ratio(|c| c.blit));
+    for (c, (w, h)) in results.iter().zip(sizes) {
+        println!(
+            "  {w}x{h}: gl=off blit / gl=on submit = {:.1}x, gl=off blit / gl=on total = {:.2}x",
+            c.blit.as_secs_f64() / c.submit.as_secs_f64().max(1e-12),
+            c.blit.as_secs_f64() / c.total.as_secs_f64().max(1e-12),
+        );
+    }
+    Ok(())
+}
