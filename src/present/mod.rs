@@ -1,1 +1,4 @@
 //! Putting frames on a screen: wl_shm, GL, KMS.
+
+#[cfg(feature = "kms")]
+pub mod kms;
