@@ -857,6 +857,21 @@ impl Pipe {
             self.connector_props.handle("CRTC_ID")?,
             property::Value::CRTC(None),
         );
+        // Every other connector on the CRTC (a writeback connector) goes too: a disabled
+        // CRTC with connectors is refused with EINVAL.
+        let crtc_id = u64::from(u32::from(self.crtc));
+        let resources = card
+            .resource_handles()
+            .map_err(ioctl("DRM_IOCTL_MODE_GETRESOURCES"))?;
+        for &other in resources.connectors() {
+            if other == self.connector {
+                continue;
+            }
+            let props = Props::of(card, other, "connector")?;
+            if props.value("CRTC_ID") == Some(crtc_id) {
+                req.add_property(other, props.handle("CRTC_ID")?, property::Value::CRTC(None));
+            }
+        }
         req.add_property(
             self.crtc,
             self.crtc_props.handle("MODE_ID")?,
@@ -1263,6 +1278,12 @@ impl KmsPresenter {
             .framebuffer())
     }
 
+    /// The framebuffer the presenter has on the plane (`None` after a release to black
+    /// or before the first present).
+    pub fn current_framebuffer(&self) -> Option<framebuffer::Handle> {
+        self.current.as_ref().map(|scanout| scanout.fb.handle)
+    }
+
     /// Replaces the fill the copy path uses (a GL renderer, later).
     pub fn set_fill(&mut self, fill: Box<dyn FrameFill>) {
         self.fill = fill;
@@ -1522,11 +1543,8 @@ impl KmsPresenter {
         let mut last_error = None;
         for placement in placements {
             scanout.placement = placement;
-            match self.commit_scanout(&scanout, true) {
-                Ok(()) => {
-                    self.commit_scanout(&scanout, false)?;
-                    return Ok(scanout);
-                }
+            match self.commit_scanout(&scanout, false) {
+                Ok(()) => return Ok(scanout),
                 Err(error) => last_error = Some(error),
             }
         }
