@@ -161,30 +161,6 @@ pub fn parse_kernel_version(release: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kernel_versions_parse() {
-        assert_eq!(parse_kernel_version("6.12.117+deb12-amd64"), Some((6, 12)));
-        assert_eq!(parse_kernel_version("5.10.0-28-amd64"), Some((5, 10)));
-        assert_eq!(parse_kernel_version("garbage"), None);
-    }
-
-    #[test]
-    fn errors_carry_their_numbers() {
-        let error = SysError::UnalignedOffset {
-            offset: 4097,
-            page: 4096,
-        };
-        assert_eq!(
-            error.to_string(),
-            "offset 4097 is not page aligned (page 4096)"
-        );
-    }
-}
-
 /// Waits up to `timeout` for `fd` to become readable (a DRM event, a signalled sync
 /// file). `Ok(false)` on timeout; EINTR is retried.
 pub fn poll_readable(
@@ -229,4 +205,28 @@ pub fn adopt_kernel_fd(raw: i32) -> Option<std::os::fd::OwnedFd> {
     // SAFETY: the kernel installed `raw` for us in the call that wrote it (for example
     // WRITEBACK_OUT_FENCE_PTR); nothing else in the process owns it, so it is ours to close.
     Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_versions_parse() {
+        assert_eq!(parse_kernel_version("6.12.117+deb12-amd64"), Some((6, 12)));
+        assert_eq!(parse_kernel_version("5.10.0-28-amd64"), Some((5, 10)));
+        assert_eq!(parse_kernel_version("garbage"), None);
+    }
+
+    #[test]
+    fn errors_carry_their_numbers() {
+        let error = SysError::UnalignedOffset {
+            offset: 4097,
+            page: 4096,
+        };
+        assert_eq!(
+            error.to_string(),
+            "offset 4097 is not page aligned (page 4096)"
+        );
+    }
 }

@@ -1303,7 +1303,6 @@ impl KmsPresenter {
     /// answer (a found quirk is added to what [`crate::export::PinSemantics`] said).
     /// The probe takes over the pipe; the next present does a full modeset.
     pub fn probe_vmap_quirk(&mut self) -> Result<bool, KmsError> {
-        self.wait_idle();
         let found = probe_hugetlb_vmap_quirk(&self.card)?;
         self.note(format!(
             "hugetlb vmap probe: quirk {}",
@@ -1330,8 +1329,6 @@ impl KmsPresenter {
             self.log.push(line);
         }
     }
-
-    fn wait_idle(&mut self) {}
 
     /// Decides how `export` reaches the plane.
     fn choose_path(&self, export: &ExportedFramebuffer) -> Result<ScanoutPath, KmsError> {
@@ -1530,8 +1527,11 @@ impl KmsPresenter {
         Ok(status)
     }
 
-    /// Puts `scanout` on the plane (trying scaled, then 1:1 placement), returns it with
-    /// the placement that was accepted.
+    /// Puts `scanout` on the plane (scaled to fit first, then 1:1 centred if the plane
+    /// refused to scale), returns it with the placement that was accepted.
+    ///
+    /// No TEST_ONLY commit first: vkms on 6.12 answered EINVAL to a TEST_ONLY modeset
+    /// that the same commit without the flag accepted.
     fn show(&mut self, mut scanout: Scanout) -> Result<Scanout, KmsError> {
         let mut placements = vec![scanout.placement];
         if scanout.placement.is_scaled() {
