@@ -17,7 +17,6 @@
 //! a listener calls [`KmsPresenter::release`], which moves the plane off the buffer with
 //! a blocking commit and closes the framebuffer and GEM handle before it returns.
 
-mod convert;
 mod probe;
 mod writeback;
 
@@ -37,7 +36,10 @@ use drm::control::{
 use drm::ClientCapability;
 
 use crate::export::pin::Quirk;
-use crate::export::{BufferId, ExportError, ExportedFramebuffer, PinManager, PixelRect};
+use crate::export::{BufferId, ExportError, ExportedFramebuffer, PinManager};
+use crate::import::convert::{Dest, DestFormat};
+use crate::import::ImportError;
+use crate::rect::Rect;
 use crate::format::{Modifier, PixelFormat};
 use crate::sys::SysError;
 
@@ -157,6 +159,9 @@ pub enum KmsError {
     /// An export-layer error (a revoked export, for one).
     #[error(transparent)]
     Export(#[from] ExportError),
+    /// The CPU fill could not read or convert the frame.
+    #[error(transparent)]
+    Import(#[from] ImportError),
     /// A kernel-interface error from guestfb's own wrappers.
     #[error(transparent)]
     Sys(#[from] SysError),
@@ -898,14 +903,14 @@ impl Pipe {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Placement {
     /// Source rectangle in the framebuffer.
-    pub src: PixelRect,
+    pub src: Rect,
     /// Destination rectangle on the CRTC.
-    pub dst: PixelRect,
+    pub dst: Rect,
 }
 
 impl Placement {
     /// Scaled to fit `mode`, aspect kept, letterboxed (centred).
-    pub fn fit(src: PixelRect, mode: (u32, u32)) -> Self {
+    pub fn fit(src: Rect, mode: (u32, u32)) -> Self {
         let (mw, mh) = (u64::from(mode.0), u64::from(mode.1));
         let (sw, sh) = (u64::from(src.width.max(1)), u64::from(src.height.max(1)));
         let (dw, dh) = if sw * mh <= sh * mw {
@@ -915,7 +920,7 @@ impl Placement {
         };
         Self {
             src,
-            dst: PixelRect {
+            dst: Rect {
                 x: ((mw - dw) / 2) as u32,
                 y: ((mh - dh) / 2) as u32,
                 width: dw as u32,
@@ -925,17 +930,17 @@ impl Placement {
     }
 
     /// One to one: centred when smaller than `mode`, cropped around the centre when larger.
-    pub fn centre(src: PixelRect, mode: (u32, u32)) -> Self {
+    pub fn centre(src: Rect, mode: (u32, u32)) -> Self {
         let width = src.width.min(mode.0);
         let height = src.height.min(mode.1);
         Self {
-            src: PixelRect {
+            src: Rect {
                 x: src.x + (src.width - width) / 2,
                 y: src.y + (src.height - height) / 2,
                 width,
                 height,
             },
-            dst: PixelRect {
+            dst: Rect {
                 x: (mode.0 - width) / 2,
                 y: (mode.1 - height) / 2,
                 width,
@@ -1053,8 +1058,8 @@ pub trait FrameFill: Send + std::fmt::Debug {
     ) -> Result<(), KmsError>;
 }
 
-/// The CPU fill: reads the export through [`crate::import::CpuMapping`] and converts to
-/// XRGB8888 with a small scalar converter.
+/// The CPU fill: blits the export through [`crate::import::CpuMapping`] into XRGB8888
+/// with the gl=off path's SIMD converter.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CpuFill;
 
@@ -1069,9 +1074,15 @@ impl FrameFill for CpuFill {
         target: &mut FillTarget<'_>,
     ) -> Result<(), KmsError> {
         let mapping = crate::import::CpuMapping::new(export.clone());
-        target.write_with(|dst, stride| {
-            mapping.read(|bytes, layout| convert::to_xrgb8888(bytes, layout, dst, stride as usize))
-        })???;
+        let visible = export.layout().visible();
+        target.write_with(|data, stride| {
+            let mut dest = Dest {
+                data,
+                stride: stride as usize,
+                format: DestFormat::Xrgb8888,
+            };
+            mapping.blit(&mut dest, &[Rect::full(visible.width, visible.height)])
+        })??;
         Ok(())
     }
 }
@@ -1460,7 +1471,7 @@ impl KmsPresenter {
                 let src = if layout.y0_top() {
                     visible
                 } else {
-                    PixelRect {
+                    Rect {
                         y: layout.height() - visible.y - visible.height,
                         ..visible
                     }
@@ -1490,7 +1501,7 @@ impl KmsPresenter {
                 self.fill
                     .fill(export, &mut FillTarget { inner: &mut copy })?;
                 let fb = copy.add_fb(&self.card)?;
-                let src = PixelRect {
+                let src = Rect {
                     x: 0,
                     y: 0,
                     width: visible.width,
@@ -1696,7 +1707,7 @@ impl KmsPresenter {
         }
         if let Some((fb, _)) = &self.black {
             let black = fb.handle;
-            let full = PixelRect {
+            let full = Rect {
                 x: 0,
                 y: 0,
                 width,
@@ -1767,7 +1778,7 @@ mod tests {
 
     #[test]
     fn fit_letterboxes_and_centre_crops() {
-        let src = PixelRect {
+        let src = Rect {
             x: 0,
             y: 0,
             width: 640,
@@ -1776,7 +1787,7 @@ mod tests {
         let fit = Placement::fit(src, (1920, 1080));
         assert_eq!(
             fit.dst,
-            PixelRect {
+            Rect {
                 x: 240,
                 y: 0,
                 width: 1440,
@@ -1784,7 +1795,7 @@ mod tests {
             }
         );
         let same = Placement::fit(
-            PixelRect {
+            Rect {
                 width: 1024,
                 height: 768,
                 ..src
@@ -1792,7 +1803,7 @@ mod tests {
             (1024, 768),
         );
         assert!(!same.is_scaled());
-        let big = PixelRect {
+        let big = Rect {
             x: 10,
             y: 0,
             width: 2000,
@@ -1801,7 +1812,7 @@ mod tests {
         let centre = Placement::centre(big, (1024, 768));
         assert_eq!(
             centre.src,
-            PixelRect {
+            Rect {
                 x: 10 + 488,
                 y: 0,
                 width: 1024,

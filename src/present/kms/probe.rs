@@ -7,7 +7,7 @@ use std::time::Duration;
 use drm::buffer::DrmFourcc;
 use drm::control::{atomic::AtomicModeReq, AtomicCommitFlags, Device as ControlDevice};
 
-use crate::export::PixelRect;
+use crate::rect::Rect;
 use crate::sys::dmabuf::{Access, Mapping};
 use crate::sys::memfd::{Memfd, Seals};
 use crate::sys::udmabuf::{Range, Udmabuf};
@@ -75,7 +75,7 @@ pub fn probe_hugetlb_vmap_quirk(card: &Card) -> Result<bool, KmsError> {
             offsets: [0; 4],
         },
     )?;
-    let full = PixelRect {
+    let full = Rect {
         x: 0,
         y: 0,
         width,
