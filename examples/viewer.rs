@@ -129,9 +129,9 @@ mod viewer {
 
         match args.gl {
             GlMode::Off => println!("viewer: gl=off (asked for)"),
-            GlMode::Auto => println!(
-                "viewer: gl=off (auto: the gl=on presenter is not in this build yet)"
-            ),
+            GlMode::Auto => {
+                println!("viewer: gl=off (auto: the gl=on presenter is not in this build yet)")
+            }
             GlMode::On => {
                 return Err("gl=on is not available in this build yet; use --gl off".into())
             }
@@ -255,7 +255,10 @@ mod viewer {
             .chunks_exact(4)
             .flat_map(|bgrx| [bgrx[2], bgrx[1], bgrx[0]])
             .collect();
-        if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(parent)?;
         }
         let file = std::io::BufWriter::new(std::fs::File::create(path)?);

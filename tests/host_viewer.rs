@@ -89,8 +89,15 @@ fn expected_picture(config: DemoConfig, frame: u64) -> Vec<u32> {
     for _ in 0..frame {
         guest.step();
     }
-    let exporter = Exporter::new(guest.memory().clone(), PinManager::new(PinPolicy::default()));
-    let mapping = CpuMapping::new(exporter.export(1, &guest.desc(), PinPurpose::CpuRead).unwrap());
+    let exporter = Exporter::new(
+        guest.memory().clone(),
+        PinManager::new(PinPolicy::default()),
+    );
+    let mapping = CpuMapping::new(
+        exporter
+            .export(1, &guest.desc(), PinPurpose::CpuRead)
+            .unwrap(),
+    );
     let (width, height) = (config.width, config.height);
     let mut pixels = vec![0u8; width as usize * height as usize * 4];
     let mut dest = Dest {
@@ -98,7 +105,9 @@ fn expected_picture(config: DemoConfig, frame: u64) -> Vec<u32> {
         stride: width as usize * 4,
         format: DestFormat::Xrgb8888,
     };
-    mapping.blit(&mut dest, &[Rect::full(width, height)]).unwrap();
+    mapping
+        .blit(&mut dest, &[Rect::full(width, height)])
+        .unwrap();
     pixels
         .chunks_exact(4)
         .map(|bgrx| u32::from_le_bytes([bgrx[0], bgrx[1], bgrx[2], 0]))
@@ -106,7 +115,11 @@ fn expected_picture(config: DemoConfig, frame: u64) -> Vec<u32> {
 }
 
 fn assert_shows(shot: &Screenshot, expected: &[u32], width: u32, what: &str) {
-    assert_eq!((shot.width, shot.height), (width, expected.len() as u32 / width), "{what}: size");
+    assert_eq!(
+        (shot.width, shot.height),
+        (width, expected.len() as u32 / width),
+        "{what}: size"
+    );
     let mut wrong = 0;
     let mut first = None;
     for (index, &want) in expected.iter().enumerate() {
@@ -117,7 +130,10 @@ fn assert_shows(shot: &Screenshot, expected: &[u32], width: u32, what: &str) {
             first.get_or_insert((x, y, got, want));
         }
     }
-    assert_eq!(wrong, 0, "{what}: {wrong} pixels differ, first (x, y, got, want) {first:x?}");
+    assert_eq!(
+        wrong, 0,
+        "{what}: {wrong} pixels differ, first (x, y, got, want) {first:x?}"
+    );
 }
 
 fn config_args(config: &DemoConfig) -> Vec<String> {
@@ -144,7 +160,12 @@ fn check_first_frame(config: DemoConfig, renderer: Renderer) {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let _viewer = Viewer::start(&weston, &args, 1);
     let shot = weston.screenshot();
-    assert_shows(&shot, &expected_picture(config, 0), config.width, "first frame");
+    assert_shows(
+        &shot,
+        &expected_picture(config, 0),
+        config.width,
+        "first frame",
+    );
 }
 
 #[test]
@@ -163,7 +184,11 @@ fn odd_size_padded_stride_bottom_up_is_pixel_exact() {
 
 #[test]
 fn converted_scattered_formats_are_pixel_exact() {
-    for format in [PixelFormat::Xbgr8888, PixelFormat::Rgb565, PixelFormat::Nv12] {
+    for format in [
+        PixelFormat::Xbgr8888,
+        PixelFormat::Rgb565,
+        PixelFormat::Nv12,
+    ] {
         check_first_frame(
             DemoConfig {
                 width: 320,
@@ -196,14 +221,23 @@ fn second_frame_changes_only_its_damage() {
             changed += 1;
             let (x, y) = (index as u32 % config.width, index as u32 / config.width);
             assert!(
-                damage.iter().any(|rect| rect.contains(&Rect::new(x, y, 1, 1))),
+                damage
+                    .iter()
+                    .any(|rect| rect.contains(&Rect::new(x, y, 1, 1))),
                 "pixel {x},{y} changed outside the damage {damage:?}"
             );
         }
     }
-    assert!(changed > 0 && changed < frame0.len() / 10, "{changed} pixels changed");
+    assert!(
+        changed > 0 && changed < frame0.len() / 10,
+        "{changed} pixels changed"
+    );
 
-    let weston = Weston::start(WestonConfig::kiosk(config.width, config.height, Renderer::Gl));
+    let weston = Weston::start(WestonConfig::kiosk(
+        config.width,
+        config.height,
+        Renderer::Gl,
+    ));
     let args = config_args(&config);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let viewer = Viewer::start(&weston, &args, 2);

@@ -99,9 +99,7 @@ fn visible_planes<'a>(bytes: &'a [u8], layout: &ValidatedFramebuffer) -> Vec<Sou
             let column = u64::from(visible.x / info.h_sub) * u64::from(info.bytes_per_sample);
             let start = plane.offset + row * u64::from(plane.stride) + column;
             let end = plane.offset + plane.span();
-            let data = bytes
-                .get(start as usize..end as usize)
-                .unwrap_or_default();
+            let data = bytes.get(start as usize..end as usize).unwrap_or_default();
             SourcePlane {
                 data,
                 stride: plane.stride as usize,

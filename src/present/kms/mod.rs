@@ -37,10 +37,10 @@ use drm::ClientCapability;
 
 use crate::export::pin::Quirk;
 use crate::export::{BufferId, ExportError, ExportedFramebuffer, PinManager};
+use crate::format::{Modifier, PixelFormat};
 use crate::import::convert::{Dest, DestFormat};
 use crate::import::ImportError;
 use crate::rect::Rect;
-use crate::format::{Modifier, PixelFormat};
 use crate::sys::SysError;
 
 pub use probe::probe_hugetlb_vmap_quirk;
