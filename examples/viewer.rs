@@ -3,10 +3,12 @@
 //! Frames come from the built-in demo guest: memfd-backed guest RAM holding a
 //! framebuffer that changes every frame, exported through the pin manager (a udmabuf
 //! where `/dev/udmabuf` exists, the memfd itself elsewhere) and shown through the chosen
-//! path: gl=off copies the damaged rectangles into wl_shm buffers.
+//! path: gl=off copies the damaged rectangles into wl_shm buffers; `--output kms` puts
+//! the guest's pages straight on a KMS plane when there is no compositor.
 //!
 //! ```text
 //! cargo run --release --example viewer -- --size 1280x720 --frames 300 --screenshot shot.png
+//! cargo run --release --example viewer -- --output kms:/dev/dri/card1 --frames 600
 //! ```
 
 #[cfg(not(feature = "wayland"))]
@@ -48,6 +50,27 @@ mod viewer {
         Auto,
     }
 
+    /// Where the picture goes.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Output {
+        /// The Wayland compositor of WAYLAND_DISPLAY, else KMS.
+        Auto,
+        /// A Wayland window.
+        Wayland,
+        /// Direct scanout on a KMS plane (the first usable card, or this one).
+        Kms(Option<PathBuf>),
+    }
+
+    fn parse_output(text: &str) -> Result<Output, String> {
+        match text.split_once(':') {
+            None if text == "auto" => Ok(Output::Auto),
+            None if text == "wayland" => Ok(Output::Wayland),
+            None if text == "kms" => Ok(Output::Kms(None)),
+            Some(("kms", device)) => Ok(Output::Kms(Some(device.into()))),
+            _ => Err(format!("{text:?} is not auto, wayland, kms or kms:DEVICE")),
+        }
+    }
+
     /// A Wayland viewer for a virtual machine's framebuffer.
     #[derive(Debug, Parser)]
     #[command(version, about)]
@@ -55,6 +78,9 @@ mod viewer {
         /// Rendering path.
         #[arg(long, value_enum, default_value = "auto")]
         gl: GlMode,
+        /// Where to show the guest: auto, wayland, kms or kms:DEVICE.
+        #[arg(long, default_value = "auto", value_parser = parse_output)]
+        output: Output,
         /// Guest framebuffer size, WIDTHxHEIGHT.
         #[arg(long, default_value = "1024x768", value_parser = parse_size)]
         size: (u32, u32),
@@ -123,6 +149,17 @@ mod viewer {
             pins.semantics().kernel,
             pins.semantics().longterm_pin
         );
+        let output = match args.output.clone() {
+            Output::Auto if std::env::var_os("WAYLAND_DISPLAY").is_none() => {
+                println!("viewer: no WAYLAND_DISPLAY: output kms");
+                Output::Kms(None)
+            }
+            Output::Auto => Output::Wayland,
+            other => other,
+        };
+        if let Output::Kms(device) = output {
+            return run_kms(&args, device.as_deref(), guest, pins);
+        }
         let exporter = Exporter::new(guest.memory().clone(), pins);
         let export = exporter.export(1, &guest.desc(), PinPurpose::CpuRead)?;
         let mapping = CpuMapping::new(export);
@@ -208,6 +245,63 @@ mod viewer {
         }
         stats.print(started.elapsed());
         Ok(())
+    }
+
+    /// Shows the guest on a KMS plane: each frame is exported for scanout (long-term
+    /// pinned) and flipped to; the presenter copies only when the plane cannot take the
+    /// guest's format or a kernel quirk requires it.
+    #[cfg(feature = "kms")]
+    fn run_kms(
+        args: &Args,
+        device: Option<&std::path::Path>,
+        mut guest: DemoGuest,
+        pins: PinManager,
+    ) -> Result<(), Error> {
+        use guestfb::present::kms::{Card, KmsPresenter};
+
+        let card = match device {
+            Some(path) => Card::open(path)?,
+            None => Card::open_first()?,
+        };
+        let mut presenter = KmsPresenter::new(card, None, &pins)?;
+        let (mode_width, mode_height) = presenter.mode_size();
+        println!(
+            "viewer: KMS {} on {} ({mode_width}x{mode_height})",
+            presenter.connector_name(),
+            presenter.card().path().display()
+        );
+        let exporter = Exporter::new(guest.memory().clone(), pins);
+        let started = Instant::now();
+        let mut frames = 0;
+        while args.frames == 0 || frames < args.frames {
+            let export = exporter.export(1, &guest.desc(), PinPurpose::Scanout)?;
+            match presenter.present(&export) {
+                Ok(status) if frames == 0 => println!("viewer: first frame: {status:?}"),
+                Ok(_) => {}
+                // A bad frame is logged; the last good picture stays up.
+                Err(error) => eprintln!("viewer: frame {} not shown: {error}", guest.frame()),
+            }
+            frames += 1;
+            guest.step();
+        }
+        println!("viewer: presented {frames} frames");
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "viewer: {frames} frames in {seconds:.2} s ({:.1} fps)",
+            frames as f64 / seconds.max(1e-9)
+        );
+        presenter.shutdown()?;
+        Ok(())
+    }
+
+    #[cfg(not(feature = "kms"))]
+    fn run_kms(
+        _: &Args,
+        _: Option<&std::path::Path>,
+        _: DemoGuest,
+        _: PinManager,
+    ) -> Result<(), Error> {
+        Err("this viewer was built without the `kms` feature".into())
     }
 
     #[derive(Debug, Default)]
