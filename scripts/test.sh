@@ -72,7 +72,10 @@ start=$SECONDS
 echo "test: host tier: unit tests, $((${#host_tests[@]} / 2)) integration test binaries, doctests"
 host_rc=0
 {
-    cargo test --all-features --lib "${host_tests[@]}" 2>&1 && cargo test --all-features --doc 2>&1
+    # Examples first: host tests run the viewer binary.
+    cargo build --all-features --examples 2>&1 \
+        && cargo test --all-features --lib "${host_tests[@]}" 2>&1 \
+        && cargo test --all-features --doc 2>&1
 } | tee "$LOGS/host.log" || host_rc=$?
 host_passed=$(passed_in "$LOGS/host.log")
 host_seconds=$((SECONDS - start))

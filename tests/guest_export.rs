@@ -379,3 +379,40 @@ fn udmabuf_mmap_reads_what_the_memfd_holds() {
         );
     }
 }
+
+/// The probe example's JSON report tells the guest's facts.
+#[test]
+fn probe_example_reports_udmabuf_pins_and_drm() {
+    if !common::require_guest("probe_example_reports_udmabuf_pins_and_drm") {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let probe = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/probe");
+    let output = std::process::Command::new(&probe).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["udmabuf"]["present"], true);
+    assert_eq!(report["udmabuf"]["limits"]["size_limit_mb"], 256);
+    assert_eq!(report["pin"]["longterm_pin"]["kind"], "verified");
+    assert_eq!(report["cpu_read_path"], "udmabuf_mmap");
+    let drivers: Vec<&str> = report["drm_devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|device| device["driver"].as_str())
+        .collect();
+    assert!(
+        drivers.contains(&"vkms") && drivers.contains(&"vgem"),
+        "{drivers:?}"
+    );
+    assert!(report["hugetlb_pools"][0]["total"].as_u64().unwrap() >= 64);
+}

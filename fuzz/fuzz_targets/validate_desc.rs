@@ -5,7 +5,8 @@
 
 use std::sync::{Arc, OnceLock};
 
-use guestfb::export::{FramebufferDesc, GuestMemory, GuestRange, PixelRect, PlaneDesc};
+use guestfb::export::{FramebufferDesc, GuestMemory, GuestRange, PlaneDesc};
+use guestfb::rect::Rect;
 use guestfb::sys::memfd::{Memfd, Seals};
 use libfuzzer_sys::fuzz_target;
 
@@ -53,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
     let modifier = if input.u32() % 4 == 0 { input.u64() } else { 0 };
     let width = input.small(4096) as u32;
     let height = input.small(4096) as u32;
-    let visible = (input.u32() % 3 == 0).then(|| PixelRect {
+    let visible = (input.u32() % 3 == 0).then(|| Rect {
         x: input.small(4096) as u32,
         y: input.small(4096) as u32,
         width: input.small(4096) as u32,

@@ -1,6 +1,10 @@
 //! Reading exported framebuffers with the CPU (the gl=off path).
 
 use crate::export::{ExportError, ExportedFramebuffer, ValidatedFramebuffer};
+use crate::rect::Rect;
+
+use super::convert::{self, BlitStats, Dest, Source, SourcePlane};
+use super::ImportError;
 
 /// How a [`CpuMapping`] reaches the pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -53,4 +57,53 @@ impl CpuMapping {
             Some(result) => Ok(result?),
         }
     }
+
+    /// Blits `damage` (picture coordinates of the visible rect, top row first) of the
+    /// export into `dst`, which has the visible rect's size: the gl=off frame copy.
+    pub fn blit(&self, dst: &mut Dest<'_>, damage: &[Rect]) -> Result<BlitStats, ImportError> {
+        self.read(|bytes, layout| {
+            let planes = visible_planes(bytes, layout);
+            let visible = layout.visible();
+            let source = Source {
+                format: layout.format(),
+                width: visible.width,
+                height: visible.height,
+                planes: &planes,
+                y0_top: layout.y0_top(),
+            };
+            convert::blit(&source, dst, damage)
+        })?
+        .map_err(ImportError::from)
+    }
+}
+
+/// The planes of the visible rect, as slices of the exported bytes.
+///
+/// The visible rect is in picture coordinates; with `y0_top == false` picture row `y`
+/// is memory row `height - 1 - y`, so the visible rows start lower in memory.
+fn visible_planes<'a>(bytes: &'a [u8], layout: &ValidatedFramebuffer) -> Vec<SourcePlane<'a>> {
+    let visible = layout.visible();
+    let first_memory_row = if layout.y0_top() {
+        visible.y
+    } else {
+        layout.height() - visible.y - visible.height
+    };
+    layout
+        .format()
+        .planes()
+        .iter()
+        .zip(layout.planes())
+        .map(|(info, plane)| {
+            // Validation put every plane inside `bytes`: these offsets stay in range.
+            let row = u64::from(first_memory_row / info.v_sub);
+            let column = u64::from(visible.x / info.h_sub) * u64::from(info.bytes_per_sample);
+            let start = plane.offset + row * u64::from(plane.stride) + column;
+            let end = plane.offset + plane.span();
+            let data = bytes.get(start as usize..end as usize).unwrap_or_default();
+            SourcePlane {
+                data,
+                stride: plane.stride as usize,
+            }
+        })
+        .collect()
 }

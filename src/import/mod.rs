@@ -8,3 +8,16 @@ pub mod dmabuf;
 pub mod egl;
 
 pub use cpu::{CpuMapping, CpuPath};
+
+use crate::export::ExportError;
+
+/// Errors of the import layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The export could not be read (revoked, or the mapping failed).
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    /// The pixels could not be converted.
+    #[error(transparent)]
+    Convert(#[from] convert::ConvertError),
+}

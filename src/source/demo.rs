@@ -3,7 +3,7 @@
 //! driver would.
 //!
 //! The pattern: eight colour bars (white, yellow, cyan, green, magenta, red, blue,
-//! black) down the frame, a white block that moves one step per frame along a diagonal,
+//! black) down the frame, an orange block that moves one step per frame along a diagonal,
 //! and the frame counter as 16 binary cells (white = 1) along the bottom-left.
 
 use std::sync::Arc;
@@ -63,6 +63,9 @@ pub const BARS: [[u8; 3]; 8] = [
     [0, 0, 0],
 ];
 
+/// The moving block's colour.
+pub const BLOCK: [u8; 3] = [255, 128, 0];
+
 /// Side of the moving block and of a counter cell, in pixels, for a frame size.
 fn block_size(width: u32, height: u32) -> u32 {
     (width.min(height) / 8).max(2)
@@ -79,7 +82,7 @@ const COUNTER_BITS: u32 = 16;
 pub fn pattern_rgb(width: u32, height: u32, frame: u64, x: u32, y: u32) -> [u8; 3] {
     let block = block_rect(width, height, frame);
     if contains(block, x, y) {
-        return [255, 255, 255];
+        return BLOCK;
     }
     let counter = counter_rect(width, height);
     if contains(counter, x, y) {

@@ -161,6 +161,52 @@ pub fn parse_kernel_version(release: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
+/// Waits up to `timeout` for `fd` to become readable (a DRM event, a signalled sync
+/// file). `Ok(false)` on timeout; EINTR is retried.
+pub fn poll_readable(
+    fd: std::os::fd::BorrowedFd<'_>,
+    timeout: std::time::Duration,
+) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let millis = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
+        let mut pollfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `pollfd` is one valid, writable pollfd for the duration of the call and
+        // its fd is kept open by the borrow.
+        let ret = unsafe { libc::poll(&mut pollfd, 1, millis) };
+        match ret {
+            0 => return Ok(false),
+            n if n > 0 => return Ok(true),
+            _ => {
+                let error = std::io::Error::last_os_error();
+                if error.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+        }
+    }
+}
+
+/// Takes ownership of an fd number the kernel wrote into memory it was given (an
+/// out-fence pointer); `None` for a negative number.
+///
+/// Only for numbers the kernel has just created for this process and nobody else owns.
+pub fn adopt_kernel_fd(raw: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if raw < 0 {
+        return None;
+    }
+    // SAFETY: the kernel installed `raw` for us in the call that wrote it (for example
+    // WRITEBACK_OUT_FENCE_PTR); nothing else in the process owns it, so it is ours to close.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,365 @@
+//! guestfb's VM viewer: shows a guest framebuffer in a Wayland window.
+//!
+//! Frames come from the built-in demo guest: memfd-backed guest RAM holding a
+//! framebuffer that changes every frame, exported through the pin manager (a udmabuf
+//! where `/dev/udmabuf` exists, the memfd itself elsewhere) and shown through the chosen
+//! path: gl=off copies the damaged rectangles into wl_shm buffers; `--output kms` puts
+//! the guest's pages straight on a KMS plane when there is no compositor.
+//!
+//! ```text
+//! cargo run --release --example viewer -- --size 1280x720 --frames 300 --screenshot shot.png
+//! cargo run --release --example viewer -- --output kms:/dev/dri/card1 --frames 600
+//! ```
+
+#[cfg(not(feature = "wayland"))]
+fn main() {
+    eprintln!("viewer: built without the `wayland` feature");
+    std::process::exit(2);
+}
+
+#[cfg(feature = "wayland")]
+fn main() {
+    if let Err(error) = viewer::run() {
+        eprintln!("viewer: {error}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(feature = "wayland")]
+mod viewer {
+    use std::path::PathBuf;
+    use std::time::{Duration, Instant};
+
+    use clap::{Parser, ValueEnum};
+    use guestfb::export::{Exporter, PinManager, PinPolicy, PinPurpose};
+    use guestfb::format::PixelFormat;
+    use guestfb::import::convert::{Dest, DestFormat};
+    use guestfb::import::CpuMapping;
+    use guestfb::present::wayland::{PresenterEvent, PresenterOptions, ShmPresenter};
+    use guestfb::rect::Rect;
+    use guestfb::source::demo::{DemoConfig, DemoGuest};
+
+    /// Which rendering path shows the guest.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+    enum GlMode {
+        /// CPU copy of the damaged rectangles into wl_shm buffers.
+        Off,
+        /// Zero-copy EGL import of the dma-buf.
+        On,
+        /// gl=on where it works, else gl=off.
+        Auto,
+    }
+
+    /// Where the picture goes.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Output {
+        /// The Wayland compositor of WAYLAND_DISPLAY, else KMS.
+        Auto,
+        /// A Wayland window.
+        Wayland,
+        /// Direct scanout on a KMS plane (the first usable card, or this one).
+        Kms(Option<PathBuf>),
+    }
+
+    fn parse_output(text: &str) -> Result<Output, String> {
+        match text.split_once(':') {
+            None if text == "auto" => Ok(Output::Auto),
+            None if text == "wayland" => Ok(Output::Wayland),
+            None if text == "kms" => Ok(Output::Kms(None)),
+            Some(("kms", device)) => Ok(Output::Kms(Some(device.into()))),
+            _ => Err(format!("{text:?} is not auto, wayland, kms or kms:DEVICE")),
+        }
+    }
+
+    /// A Wayland viewer for a virtual machine's framebuffer.
+    #[derive(Debug, Parser)]
+    #[command(version, about)]
+    struct Args {
+        /// Rendering path.
+        #[arg(long, value_enum, default_value = "auto")]
+        gl: GlMode,
+        /// Where to show the guest: auto, wayland, kms or kms:DEVICE.
+        #[arg(long, default_value = "auto", value_parser = parse_output)]
+        output: Output,
+        /// Guest framebuffer size, WIDTHxHEIGHT.
+        #[arg(long, default_value = "1024x768", value_parser = parse_size)]
+        size: (u32, u32),
+        /// Guest pixel format (XRGB8888, ARGB8888, XBGR8888, ABGR8888, RGB565, BGR888,
+        /// RGB888, NV12).
+        #[arg(long, default_value = "XRGB8888", value_parser = parse_format)]
+        format: PixelFormat,
+        /// Back guest RAM with 2 MiB hugetlb pages.
+        #[arg(long)]
+        hugetlb: bool,
+        /// Extra bytes at the end of each guest row.
+        #[arg(long, default_value_t = 0)]
+        stride_padding: u32,
+        /// The guest stores its picture bottom row first (GL style, y0_top = false).
+        #[arg(long)]
+        y0_bottom: bool,
+        /// Describe the framebuffer as a scatter list of two guest ranges.
+        #[arg(long)]
+        scattered: bool,
+        /// Stop after presenting this many frames (0: run until the window closes).
+        #[arg(long, default_value_t = 0)]
+        frames: u64,
+        /// Keep the window open after the last frame, until it is closed.
+        #[arg(long)]
+        hold: bool,
+        /// Write the last presented picture to this PNG file.
+        #[arg(long)]
+        screenshot: Option<PathBuf>,
+    }
+
+    fn parse_size(text: &str) -> Result<(u32, u32), String> {
+        let (width, height) = text
+            .split_once(['x', 'X'])
+            .ok_or_else(|| format!("{text:?} is not WIDTHxHEIGHT"))?;
+        let parse = |value: &str| {
+            value
+                .parse::<u32>()
+                .ok()
+                .filter(|&value| (1..=16384).contains(&value))
+                .ok_or_else(|| format!("{value:?} is not a size between 1 and 16384"))
+        };
+        Ok((parse(width)?, parse(height)?))
+    }
+
+    fn parse_format(text: &str) -> Result<PixelFormat, String> {
+        PixelFormat::from_name(text).ok_or_else(|| format!("unknown format {text:?}"))
+    }
+
+    type Error = Box<dyn std::error::Error>;
+
+    pub fn run() -> Result<(), Error> {
+        let args = Args::parse();
+        let (width, height) = args.size;
+        let mut guest = DemoGuest::new(DemoConfig {
+            width,
+            height,
+            format: args.format,
+            stride_padding: args.stride_padding,
+            y0_top: !args.y0_bottom,
+            hugetlb: args.hugetlb.then_some(2 << 20),
+            scattered: args.scattered,
+        })?;
+        let pins = PinManager::new(PinPolicy::default());
+        println!(
+            "viewer: kernel {}, pin: {:?}",
+            pins.semantics().kernel,
+            pins.semantics().longterm_pin
+        );
+        let output = match args.output.clone() {
+            Output::Auto if std::env::var_os("WAYLAND_DISPLAY").is_none() => {
+                println!("viewer: no WAYLAND_DISPLAY: output kms");
+                Output::Kms(None)
+            }
+            Output::Auto => Output::Wayland,
+            other => other,
+        };
+        if let Output::Kms(device) = output {
+            return run_kms(&args, device.as_deref(), guest, pins);
+        }
+        let exporter = Exporter::new(guest.memory().clone(), pins);
+        let export = exporter.export(1, &guest.desc(), PinPurpose::CpuRead)?;
+        let mapping = CpuMapping::new(export);
+
+        match args.gl {
+            GlMode::Off => println!("viewer: gl=off (asked for)"),
+            GlMode::Auto => {
+                println!("viewer: gl=off (auto: the gl=on presenter is not in this build yet)")
+            }
+            GlMode::On => {
+                return Err("gl=on is not available in this build yet; use --gl off".into())
+            }
+        }
+        println!(
+            "viewer: {}x{} {} guest, CPU read path {:?}",
+            width,
+            height,
+            args.format,
+            mapping.path()?
+        );
+
+        let mut options = PresenterOptions::new(width, height);
+        options.title = format!("guestfb demo guest {width}x{height} {}", args.format);
+        let mut presenter = ShmPresenter::connect(options)?;
+        let mut pending = vec![Rect::full(width, height)];
+        let mut stats = Stats::default();
+        let started = Instant::now();
+        loop {
+            let events = presenter.dispatch(Some(Duration::from_millis(100)))?;
+            if events.contains(&PresenterEvent::Close) || presenter.is_closed() {
+                println!("viewer: window closed");
+                break;
+            }
+            let done = args.frames != 0 && stats.frames >= args.frames;
+            if done || pending.is_empty() || !presenter.is_ready() {
+                if done && !args.hold {
+                    break;
+                }
+                continue;
+            }
+            let Some(mut frame) = presenter.next_buffer()? else {
+                continue;
+            };
+            // A fresh or stale buffer needs more than this frame's damage.
+            let repair = frame.repair_rects(&pending);
+            let stride = frame.stride() as usize;
+            let blit_start = Instant::now();
+            let result = mapping.blit(
+                &mut Dest {
+                    data: frame.pixels(),
+                    stride,
+                    format: DestFormat::Xrgb8888,
+                },
+                &repair,
+            );
+            match result {
+                Ok(blit) => {
+                    stats.blit_time += blit_start.elapsed();
+                    stats.bytes += blit.bytes;
+                    frame.present(&pending)?;
+                    stats.frames += 1;
+                    if args.frames != 0 && stats.frames == args.frames {
+                        println!("viewer: presented {} frames", stats.frames);
+                        if let Some(path) = &args.screenshot {
+                            save_screenshot(&mapping, width, height, path)?;
+                            println!("viewer: screenshot written to {}", path.display());
+                        }
+                    }
+                    // The guest draws its next frame only once this one is shown:
+                    // the back-pressure QEMU's gl_block gives a real guest.
+                    pending = guest.step();
+                }
+                // A bad frame is logged; the last good picture stays up.
+                Err(error) => {
+                    eprintln!("viewer: frame {} not shown: {error}", guest.frame());
+                    pending = guest.step();
+                }
+            }
+        }
+        if let (0, Some(path)) = (args.frames, &args.screenshot) {
+            save_screenshot(&mapping, width, height, path)?;
+            println!("viewer: screenshot written to {}", path.display());
+        }
+        stats.print(started.elapsed());
+        Ok(())
+    }
+
+    /// Shows the guest on a KMS plane: each frame is exported for scanout (long-term
+    /// pinned) and flipped to; the presenter copies only when the plane cannot take the
+    /// guest's format or a kernel quirk requires it.
+    #[cfg(feature = "kms")]
+    fn run_kms(
+        args: &Args,
+        device: Option<&std::path::Path>,
+        mut guest: DemoGuest,
+        pins: PinManager,
+    ) -> Result<(), Error> {
+        use guestfb::present::kms::{Card, KmsPresenter};
+
+        let card = match device {
+            Some(path) => Card::open(path)?,
+            None => Card::open_first()?,
+        };
+        let mut presenter = KmsPresenter::new(card, None, &pins)?;
+        let (mode_width, mode_height) = presenter.mode_size();
+        println!(
+            "viewer: KMS {} on {} ({mode_width}x{mode_height})",
+            presenter.connector_name(),
+            presenter.card().path().display()
+        );
+        let exporter = Exporter::new(guest.memory().clone(), pins);
+        let started = Instant::now();
+        let mut frames = 0;
+        while args.frames == 0 || frames < args.frames {
+            let export = exporter.export(1, &guest.desc(), PinPurpose::Scanout)?;
+            match presenter.present(&export) {
+                Ok(status) if frames == 0 => println!("viewer: first frame: {status:?}"),
+                Ok(_) => {}
+                // A bad frame is logged; the last good picture stays up.
+                Err(error) => eprintln!("viewer: frame {} not shown: {error}", guest.frame()),
+            }
+            frames += 1;
+            guest.step();
+        }
+        println!("viewer: presented {frames} frames");
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "viewer: {frames} frames in {seconds:.2} s ({:.1} fps)",
+            frames as f64 / seconds.max(1e-9)
+        );
+        presenter.shutdown()?;
+        Ok(())
+    }
+
+    #[cfg(not(feature = "kms"))]
+    fn run_kms(
+        _: &Args,
+        _: Option<&std::path::Path>,
+        _: DemoGuest,
+        _: PinManager,
+    ) -> Result<(), Error> {
+        Err("this viewer was built without the `kms` feature".into())
+    }
+
+    #[derive(Debug, Default)]
+    struct Stats {
+        frames: u64,
+        bytes: u64,
+        blit_time: Duration,
+    }
+
+    impl Stats {
+        fn print(&self, wall: Duration) {
+            if self.frames == 0 {
+                return;
+            }
+            println!(
+                "viewer: {} frames in {:.2} s ({:.1} fps), {:.0} bytes copied per frame, \
+                 {:.3} ms blit per frame",
+                self.frames,
+                wall.as_secs_f64(),
+                self.frames as f64 / wall.as_secs_f64(),
+                self.bytes as f64 / self.frames as f64,
+                self.blit_time.as_secs_f64() * 1e3 / self.frames as f64,
+            );
+        }
+    }
+
+    /// Writes the guest's current picture, as the viewer shows it, to a PNG file.
+    fn save_screenshot(
+        mapping: &CpuMapping,
+        width: u32,
+        height: u32,
+        path: &std::path::Path,
+    ) -> Result<(), Error> {
+        let stride = width as usize * 4;
+        let mut pixels = vec![0u8; stride * height as usize];
+        mapping.blit(
+            &mut Dest {
+                data: &mut pixels,
+                stride,
+                format: DestFormat::Xrgb8888,
+            },
+            &[Rect::full(width, height)],
+        )?;
+        let rgb: Vec<u8> = pixels
+            .chunks_exact(4)
+            .flat_map(|bgrx| [bgrx[2], bgrx[1], bgrx[0]])
+            .collect();
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+        let mut encoder = png::Encoder::new(file, width, height);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.write_header()?.write_image_data(&rgb)?;
+        Ok(())
+    }
+}
