@@ -79,7 +79,10 @@ fn measure(
         format: PixelFormat::Xrgb8888,
         ..DemoConfig::default()
     })?;
-    let exporter = Exporter::new(guest.memory().clone(), PinManager::new(PinPolicy::default()));
+    let exporter = Exporter::new(
+        guest.memory().clone(),
+        PinManager::new(PinPolicy::default()),
+    );
     let export: ExportedFramebuffer = exporter.export(1, &guest.desc(), PinPurpose::Scanout)?;
     let (importer, renderer) = gl;
     let target = OffscreenTarget::new(importer.gl(), width, height)?;
@@ -211,7 +214,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "  gl=on total (incl. llvmpipe rasterisation): {:.2}",
         ratio(|c| c.total)
     );
-    println!("  gl=off blit (CPU copy):                      {:.2}", ratio(|c| c.blit));
+    println!(
+        "  gl=off blit (CPU copy):                      {:.2}",
+        ratio(|c| c.blit)
+    );
     for (c, (w, h)) in results.iter().zip(sizes) {
         println!(
             "  {w}x{h}: gl=off blit / gl=on submit = {:.1}x, gl=off blit / gl=on total = {:.2}x",

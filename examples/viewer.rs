@@ -31,11 +31,15 @@ mod viewer {
     use std::time::{Duration, Instant};
 
     use clap::{Parser, ValueEnum};
-    use guestfb::export::{Exporter, PinManager, PinPolicy, PinPurpose};
+    use guestfb::export::{ExportedFramebuffer, Exporter, PinManager, PinPolicy, PinPurpose};
     use guestfb::format::PixelFormat;
     use guestfb::import::convert::{Dest, DestFormat};
     use guestfb::import::CpuMapping;
-    use guestfb::present::wayland::{PresenterEvent, PresenterOptions, ShmPresenter};
+    #[cfg(feature = "wayland-egl")]
+    use guestfb::present::wayland::EglPresenter;
+    use guestfb::present::wayland::{
+        DmabufPresenter, PresenterEvent, PresenterOptions, ShmPresenter, WindowOptions,
+    };
     use guestfb::rect::Rect;
     use guestfb::source::demo::{DemoConfig, DemoGuest};
 
@@ -71,6 +75,19 @@ mod viewer {
         }
     }
 
+    /// Which presenter shows the guest (with `--gl on|auto`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+    enum PresentMode {
+        /// The dma-buf goes to the compositor as a linux-dmabuf buffer (no GL of ours).
+        Passthrough,
+        /// The dma-buf is imported through EGL and drawn by our GL renderer.
+        Gl,
+        /// CPU copy into wl_shm (gl=off).
+        Shm,
+        /// Passthrough where the compositor offers the format, else gl, else shm.
+        Auto,
+    }
+
     /// A Wayland viewer for a virtual machine's framebuffer.
     #[derive(Debug, Parser)]
     #[command(version, about)]
@@ -78,6 +95,9 @@ mod viewer {
         /// Rendering path.
         #[arg(long, value_enum, default_value = "auto")]
         gl: GlMode,
+        /// Presenter for gl=on/auto (gl=off always uses shm).
+        #[arg(long, value_enum, default_value = "auto")]
+        present: PresentMode,
         /// Where to show the guest: auto, wayland, kms or kms:DEVICE.
         #[arg(long, default_value = "auto", value_parser = parse_output)]
         output: Output,
@@ -131,6 +151,184 @@ mod viewer {
 
     type Error = Box<dyn std::error::Error>;
 
+    /// The presenter showing the guest: one of three paths with one small interface.
+    enum Presenter {
+        /// gl=off: damaged rectangles copied into wl_shm buffers.
+        Shm(ShmPresenter),
+        /// gl=on: EGL import + our GL renderer into an EGL window.
+        #[cfg(feature = "wayland-egl")]
+        Gl(EglPresenter),
+        /// gl=on, no GL of ours: the dma-buf handed to the compositor.
+        Passthrough(DmabufPresenter),
+    }
+
+    /// Why a frame could not be shown.
+    enum ShowError {
+        /// The zero-copy path cannot show this export (import refused, format not
+        /// offered…): the CPU path can.
+        Import(String),
+        /// Anything else (connection lost, a bad frame on the CPU path).
+        Other(Error),
+    }
+
+    impl Presenter {
+        fn name(&self) -> &'static str {
+            match self {
+                Self::Shm(_) => "gl=off (wl_shm copy)",
+                #[cfg(feature = "wayland-egl")]
+                Self::Gl(_) => "gl=on (EGL import, GL renderer)",
+                Self::Passthrough(_) => "gl=on (linux-dmabuf passthrough)",
+            }
+        }
+
+        fn is_zero_copy(&self) -> bool {
+            !matches!(self, Self::Shm(_))
+        }
+
+        fn open_shm(width: u32, height: u32, title: &str) -> Result<Self, Error> {
+            let mut options = PresenterOptions::new(width, height);
+            options.title = title.to_owned();
+            Ok(Self::Shm(ShmPresenter::connect(options)?))
+        }
+
+        fn dispatch(&mut self, timeout: Duration) -> Result<Vec<PresenterEvent>, Error> {
+            Ok(match self {
+                Self::Shm(p) => p.dispatch(Some(timeout))?,
+                #[cfg(feature = "wayland-egl")]
+                Self::Gl(p) => p.dispatch(Some(timeout))?,
+                Self::Passthrough(p) => p.dispatch(Some(timeout))?,
+            })
+        }
+
+        fn is_closed(&self) -> bool {
+            match self {
+                Self::Shm(p) => p.is_closed(),
+                #[cfg(feature = "wayland-egl")]
+                Self::Gl(p) => p.is_closed(),
+                Self::Passthrough(p) => p.is_closed(),
+            }
+        }
+
+        fn is_ready(&self) -> bool {
+            match self {
+                Self::Shm(p) => p.is_ready(),
+                #[cfg(feature = "wayland-egl")]
+                Self::Gl(p) => p.is_ready(),
+                Self::Passthrough(p) => p.is_ready(),
+            }
+        }
+
+        /// Whether the window needs drawing without a new guest frame (a resize).
+        fn needs_redraw(&self) -> bool {
+            match self {
+                #[cfg(feature = "wayland-egl")]
+                Self::Gl(p) => p.needs_redraw(),
+                _ => false,
+            }
+        }
+
+        /// Shows the guest's frame with `damage`. Returns false when nothing could be
+        /// presented yet (every shm buffer held).
+        fn show(
+            &mut self,
+            export: &ExportedFramebuffer,
+            mapping: &CpuMapping,
+            damage: &[Rect],
+            stats: &mut Stats,
+        ) -> Result<bool, ShowError> {
+            match self {
+                Self::Shm(presenter) => {
+                    let Some(mut frame) = presenter
+                        .next_buffer()
+                        .map_err(|e| ShowError::Other(e.into()))?
+                    else {
+                        return Ok(false);
+                    };
+                    // A fresh or stale buffer needs more than this frame's damage.
+                    let repair = frame.repair_rects(damage);
+                    let stride = frame.stride() as usize;
+                    let blit_start = Instant::now();
+                    let blit = mapping
+                        .blit(
+                            &mut Dest {
+                                data: frame.pixels(),
+                                stride,
+                                format: DestFormat::Xrgb8888,
+                            },
+                            &repair,
+                        )
+                        .map_err(|e| ShowError::Other(e.into()))?;
+                    stats.blit_time += blit_start.elapsed();
+                    stats.bytes += blit.bytes;
+                    frame
+                        .present(damage)
+                        .map_err(|e| ShowError::Other(e.into()))?;
+                    Ok(true)
+                }
+                #[cfg(feature = "wayland-egl")]
+                Self::Gl(presenter) => match presenter.present(Some(export)) {
+                    Ok(shown) => Ok(shown),
+                    Err(e) if e.is_import_error() => Err(ShowError::Import(e.to_string())),
+                    Err(e) => Err(ShowError::Other(e.into())),
+                },
+                Self::Passthrough(presenter) => match presenter.present(export, damage) {
+                    Ok(shown) => Ok(shown),
+                    Err(guestfb::present::wayland::PassthroughError::Wayland(e)) => {
+                        Err(ShowError::Other(e.into()))
+                    }
+                    Err(e) => Err(ShowError::Import(e.to_string())),
+                },
+            }
+        }
+    }
+
+    /// Opens the zero-copy presenter `mode` asks for; `Err` says why it cannot be used.
+    fn open_zero_copy(
+        mode: PresentMode,
+        export: &ExportedFramebuffer,
+        window: &WindowOptions,
+    ) -> Result<Presenter, String> {
+        let layout = export.layout();
+        let try_passthrough = || -> Result<Presenter, String> {
+            let presenter = DmabufPresenter::connect(window.clone())
+                .map_err(|e| format!("passthrough: {e}"))?;
+            match presenter.accepts(layout.format(), layout.modifier()) {
+                Some(_) => Ok(Presenter::Passthrough(presenter)),
+                None => Err(format!(
+                    "passthrough: the compositor does not offer {} as a dma-buf",
+                    layout.format()
+                )),
+            }
+        };
+        #[cfg(feature = "wayland-egl")]
+        let try_gl = || -> Result<Presenter, String> {
+            let presenter =
+                EglPresenter::connect(window.clone()).map_err(|e| format!("gl: {e}"))?;
+            // Refuse up front what EGL cannot import (the first present would fail).
+            let key_check = guestfb::import::dmabuf::with_export_image(export, |image, _| {
+                presenter.egl_importer().check(image).map(|_| ())
+            });
+            match key_check {
+                Ok(Ok(())) => Ok(Presenter::Gl(presenter)),
+                Ok(Err(e)) => Err(format!("gl: {e}")),
+                Err(e) => Err(format!("gl: {e}")),
+            }
+        };
+        #[cfg(not(feature = "wayland-egl"))]
+        let try_gl = || -> Result<Presenter, String> {
+            Err("gl: built without the wayland-egl feature".to_owned())
+        };
+        match mode {
+            PresentMode::Passthrough => try_passthrough(),
+            PresentMode::Gl => try_gl(),
+            PresentMode::Shm => Err("shm asked for".to_owned()),
+            PresentMode::Auto => try_passthrough().or_else(|why_not| {
+                println!("viewer: {why_not}; trying gl");
+                try_gl()
+            }),
+        }
+    }
+
     pub fn run() -> Result<(), Error> {
         let args = Args::parse();
         let (width, height) = args.size;
@@ -149,30 +347,14 @@ mod viewer {
             pins.semantics().kernel,
             pins.semantics().longterm_pin
         );
-        let output = match args.output.clone() {
-            Output::Auto if std::env::var_os("WAYLAND_DISPLAY").is_none() => {
-                println!("viewer: no WAYLAND_DISPLAY: output kms");
-                Output::Kms(None)
-            }
-            Output::Auto => Output::Wayland,
-            other => other,
-        };
-        if let Output::Kms(device) = output {
-            return run_kms(&args, device.as_deref(), guest, pins);
-        }
         let exporter = Exporter::new(guest.memory().clone(), pins);
-        let export = exporter.export(1, &guest.desc(), PinPurpose::CpuRead)?;
-        let mapping = CpuMapping::new(export);
-
-        match args.gl {
-            GlMode::Off => println!("viewer: gl=off (asked for)"),
-            GlMode::Auto => {
-                println!("viewer: gl=off (auto: the gl=on presenter is not in this build yet)")
-            }
-            GlMode::On => {
-                return Err("gl=on is not available in this build yet; use --gl off".into())
-            }
-        }
+        let purpose = if args.gl == GlMode::Off {
+            PinPurpose::CpuRead
+        } else {
+            PinPurpose::Scanout
+        };
+        let export = exporter.export(1, &guest.desc(), purpose)?;
+        let mapping = CpuMapping::new(export.clone());
         println!(
             "viewer: {}x{} {} guest, CPU read path {:?}",
             width,
@@ -181,45 +363,50 @@ mod viewer {
             mapping.path()?
         );
 
-        let mut options = PresenterOptions::new(width, height);
-        options.title = format!("guestfb demo guest {width}x{height} {}", args.format);
-        let mut presenter = ShmPresenter::connect(options)?;
+        let title = format!("guestfb demo guest {width}x{height} {}", args.format);
+        let mut window = WindowOptions::new(width, height);
+        window.title = title.clone();
+        let mut presenter = match (args.gl, args.present) {
+            (GlMode::Off, _) | (_, PresentMode::Shm) => Presenter::open_shm(width, height, &title)?,
+            (GlMode::On, mode) => open_zero_copy(mode, &export, &window)?,
+            (GlMode::Auto, mode) => match open_zero_copy(mode, &export, &window) {
+                Ok(presenter) => presenter,
+                Err(why) => {
+                    println!("viewer: gl=on not possible ({why}); falling back to gl=off");
+                    Presenter::open_shm(width, height, &title)?
+                }
+            },
+        };
+        println!("viewer: presenting with {}", presenter.name());
+
         let mut pending = vec![Rect::full(width, height)];
         let mut stats = Stats::default();
         let started = Instant::now();
         loop {
-            let events = presenter.dispatch(Some(Duration::from_millis(100)))?;
+            let events = presenter.dispatch(Duration::from_millis(100))?;
             if events.contains(&PresenterEvent::Close) || presenter.is_closed() {
                 println!("viewer: window closed");
                 break;
             }
             let done = args.frames != 0 && stats.frames >= args.frames;
-            if done || pending.is_empty() || !presenter.is_ready() {
+            let redraw = presenter.needs_redraw() && presenter.is_ready();
+            if !redraw && (done || pending.is_empty() || !presenter.is_ready()) {
                 if done && !args.hold {
                     break;
                 }
                 continue;
             }
-            let Some(mut frame) = presenter.next_buffer()? else {
+            if redraw && (done || pending.is_empty()) {
+                // A resize: draw the current picture again; no new guest frame.
+                if let Err(ShowError::Other(e)) = presenter.show(&export, &mapping, &[], &mut stats)
+                {
+                    return Err(e);
+                }
                 continue;
-            };
-            // A fresh or stale buffer needs more than this frame's damage.
-            let repair = frame.repair_rects(&pending);
-            let stride = frame.stride() as usize;
-            let blit_start = Instant::now();
-            let result = mapping.blit(
-                &mut Dest {
-                    data: frame.pixels(),
-                    stride,
-                    format: DestFormat::Xrgb8888,
-                },
-                &repair,
-            );
-            match result {
-                Ok(blit) => {
-                    stats.blit_time += blit_start.elapsed();
-                    stats.bytes += blit.bytes;
-                    frame.present(&pending)?;
+            }
+            match presenter.show(&export, &mapping, &pending, &mut stats) {
+                Ok(false) => continue,
+                Ok(true) => {
                     stats.frames += 1;
                     if args.frames != 0 && stats.frames == args.frames {
                         println!("viewer: presented {} frames", stats.frames);
@@ -232,11 +419,25 @@ mod viewer {
                     // the back-pressure QEMU's gl_block gives a real guest.
                     pending = guest.step();
                 }
+                Err(ShowError::Import(why)) if args.gl == GlMode::Auto => {
+                    // gl=auto keeps running on the CPU path; the whole frame is new there.
+                    println!(
+                        "viewer: {} failed ({why}); falling back to gl=off",
+                        presenter.name()
+                    );
+                    presenter = Presenter::open_shm(width, height, &title)?;
+                    println!("viewer: presenting with {}", presenter.name());
+                    pending = vec![Rect::full(width, height)];
+                }
+                Err(ShowError::Import(why)) => {
+                    return Err(format!("{}: {why}", presenter.name()).into())
+                }
                 // A bad frame is logged; the last good picture stays up.
-                Err(error) => {
+                Err(ShowError::Other(error)) if !presenter.is_zero_copy() => {
                     eprintln!("viewer: frame {} not shown: {error}", guest.frame());
                     pending = guest.step();
                 }
+                Err(ShowError::Other(error)) => return Err(error),
             }
         }
         if let (0, Some(path)) = (args.frames, &args.screenshot) {
@@ -245,63 +446,6 @@ mod viewer {
         }
         stats.print(started.elapsed());
         Ok(())
-    }
-
-    /// Shows the guest on a KMS plane: each frame is exported for scanout (long-term
-    /// pinned) and flipped to; the presenter copies only when the plane cannot take the
-    /// guest's format or a kernel quirk requires it.
-    #[cfg(feature = "kms")]
-    fn run_kms(
-        args: &Args,
-        device: Option<&std::path::Path>,
-        mut guest: DemoGuest,
-        pins: PinManager,
-    ) -> Result<(), Error> {
-        use guestfb::present::kms::{Card, KmsPresenter};
-
-        let card = match device {
-            Some(path) => Card::open(path)?,
-            None => Card::open_first()?,
-        };
-        let mut presenter = KmsPresenter::new(card, None, &pins)?;
-        let (mode_width, mode_height) = presenter.mode_size();
-        println!(
-            "viewer: KMS {} on {} ({mode_width}x{mode_height})",
-            presenter.connector_name(),
-            presenter.card().path().display()
-        );
-        let exporter = Exporter::new(guest.memory().clone(), pins);
-        let started = Instant::now();
-        let mut frames = 0;
-        while args.frames == 0 || frames < args.frames {
-            let export = exporter.export(1, &guest.desc(), PinPurpose::Scanout)?;
-            match presenter.present(&export) {
-                Ok(status) if frames == 0 => println!("viewer: first frame: {status:?}"),
-                Ok(_) => {}
-                // A bad frame is logged; the last good picture stays up.
-                Err(error) => eprintln!("viewer: frame {} not shown: {error}", guest.frame()),
-            }
-            frames += 1;
-            guest.step();
-        }
-        println!("viewer: presented {frames} frames");
-        let seconds = started.elapsed().as_secs_f64();
-        println!(
-            "viewer: {frames} frames in {seconds:.2} s ({:.1} fps)",
-            frames as f64 / seconds.max(1e-9)
-        );
-        presenter.shutdown()?;
-        Ok(())
-    }
-
-    #[cfg(not(feature = "kms"))]
-    fn run_kms(
-        _: &Args,
-        _: Option<&std::path::Path>,
-        _: DemoGuest,
-        _: PinManager,
-    ) -> Result<(), Error> {
-        Err("this viewer was built without the `kms` feature".into())
     }
 
     #[derive(Debug, Default)]

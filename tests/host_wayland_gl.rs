@@ -320,3 +320,125 @@ fn a_lost_compositor_is_an_error_not_a_panic() {
         }
     }
 }
+
+/// The viewer example binary (cargo test builds it).
+fn viewer_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .join("examples/viewer");
+    assert!(
+        path.exists(),
+        "{} is missing: cargo build --example viewer",
+        path.display()
+    );
+    path
+}
+
+/// Runs the viewer until it has presented `frames` frames (it then holds the window);
+/// returns its stdout lines so far and the process.
+fn run_viewer(weston: &Weston, args: &[&str], frames: u64) -> (Vec<String>, std::process::Child) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(viewer_binary())
+        .args(args)
+        .args(["--hold", "--frames", &frames.to_string()])
+        .env("WAYLAND_DISPLAY", weston.socket_path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start the viewer");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (send, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            eprintln!("  {line}");
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wanted = format!("viewer: presented {frames} frames");
+    let mut seen = Vec::new();
+    loop {
+        match lines.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => {
+                let last = line == wanted;
+                seen.push(line);
+                if last {
+                    break;
+                }
+            }
+            Err(error) => {
+                let status = child.try_wait();
+                let _ = child.kill();
+                panic!(
+                    "viewer never printed {wanted:?} ({error}); status {status:?}; saw {seen:?}"
+                );
+            }
+        }
+    }
+    // One repaint for the last commit.
+    std::thread::sleep(Duration::from_millis(200));
+    (seen, child)
+}
+
+fn viewer_shows(format: PixelFormat, args: &[&str], expect_path: &str) -> Vec<String> {
+    let (w, h) = (320, 240);
+    let weston = Weston::start(WestonConfig::kiosk(w, h, Renderer::Gl));
+    let size = format!("{w}x{h}");
+    let mut all = vec!["--size", &size, "--format", format.name()];
+    all.extend_from_slice(args);
+    let (lines, mut child) = run_viewer(&weston, &all, 2);
+    let shot = weston.screenshot();
+    let _ = child.kill();
+    let _ = child.wait();
+    let presenting: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("viewer: presenting with"))
+        .collect();
+    assert!(
+        presenting.last().is_some_and(|l| l.contains(expect_path)),
+        "{args:?}: expected to end on {expect_path:?}, saw {presenting:?}"
+    );
+    // Two frames presented: frame 1 is on screen. BGR888/RGB888 are exact 8-bit.
+    assert_shows_demo(
+        &shot,
+        w,
+        h,
+        1,
+        &format!("viewer {} {args:?}", format.name()),
+    );
+    lines
+}
+
+#[test]
+fn viewer_gl_on_uses_the_egl_presenter_exactly() {
+    viewer_shows(
+        PixelFormat::Xrgb8888,
+        &["--gl", "on", "--present", "gl"],
+        "EGL import",
+    );
+}
+
+#[test]
+fn viewer_auto_uses_passthrough_when_weston_offers_the_format() {
+    viewer_shows(PixelFormat::Xrgb8888, &["--gl", "auto"], "passthrough");
+}
+
+#[test]
+fn viewer_gl_auto_falls_back_to_the_cpu_path_for_a_format_egl_lacks() {
+    // llvmpipe advertises neither BGR888 nor RGB888 for import, and weston does not
+    // offer them as dma-bufs: passthrough and gl are refused, gl=off shows it.
+    let lines = viewer_shows(
+        PixelFormat::Bgr888,
+        &["--gl", "auto", "--present", "gl"],
+        "gl=off",
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("falling back to gl=off")),
+        "no fallback reason printed: {lines:?}"
+    );
+    viewer_shows(PixelFormat::Rgb888, &["--gl", "auto"], "gl=off");
+}
