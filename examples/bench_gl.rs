@@ -85,6 +85,9 @@ fn measure(
     );
     let export: ExportedFramebuffer = exporter.export(1, &guest.desc(), PinPurpose::Scanout)?;
     let (importer, renderer) = gl;
+    // Each size has its own exporter, whose first export is again (buffer 1,
+    // generation 1): drop the previous size's image so the cache cannot confuse them.
+    importer.clear();
     let target = OffscreenTarget::new(importer.gl(), width, height)?;
     let params = DrawParams {
         src: GlRect {

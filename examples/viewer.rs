@@ -416,8 +416,14 @@ mod viewer {
                         }
                     }
                     // The guest draws its next frame only once this one is shown:
-                    // the back-pressure QEMU's gl_block gives a real guest.
-                    pending = guest.step();
+                    // the back-pressure QEMU's gl_block gives a real guest. After the
+                    // last frame it stops: a zero-copy display shows guest memory live,
+                    // so a further step would appear on the next repaint.
+                    if args.frames == 0 || stats.frames < args.frames {
+                        pending = guest.step();
+                    } else {
+                        pending.clear();
+                    }
                 }
                 Err(ShowError::Import(why)) if args.gl == GlMode::Auto => {
                     // gl=auto keeps running on the CPU path; the whole frame is new there.
