@@ -154,12 +154,12 @@ mod viewer {
     /// The presenter showing the guest: one of three paths with one small interface.
     enum Presenter {
         /// gl=off: damaged rectangles copied into wl_shm buffers.
-        Shm(ShmPresenter),
+        Shm(Box<ShmPresenter>),
         /// gl=on: EGL import + our GL renderer into an EGL window.
         #[cfg(feature = "wayland-egl")]
-        Gl(EglPresenter),
+        Gl(Box<EglPresenter>),
         /// gl=on, no GL of ours: the dma-buf handed to the compositor.
-        Passthrough(DmabufPresenter),
+        Passthrough(Box<DmabufPresenter>),
     }
 
     /// Why a frame could not be shown.
@@ -188,7 +188,7 @@ mod viewer {
         fn open_shm(width: u32, height: u32, title: &str) -> Result<Self, Error> {
             let mut options = PresenterOptions::new(width, height);
             options.title = title.to_owned();
-            Ok(Self::Shm(ShmPresenter::connect(options)?))
+            Ok(Self::Shm(Box::new(ShmPresenter::connect(options)?)))
         }
 
         fn dispatch(&mut self, timeout: Duration) -> Result<Vec<PresenterEvent>, Error> {
@@ -293,7 +293,7 @@ mod viewer {
             let presenter = DmabufPresenter::connect(window.clone())
                 .map_err(|e| format!("passthrough: {e}"))?;
             match presenter.accepts(layout.format(), layout.modifier()) {
-                Some(_) => Ok(Presenter::Passthrough(presenter)),
+                Some(_) => Ok(Presenter::Passthrough(Box::new(presenter))),
                 None => Err(format!(
                     "passthrough: the compositor does not offer {} as a dma-buf",
                     layout.format()
@@ -309,7 +309,7 @@ mod viewer {
                 presenter.egl_importer().check(image).map(|_| ())
             });
             match key_check {
-                Ok(Ok(())) => Ok(Presenter::Gl(presenter)),
+                Ok(Ok(())) => Ok(Presenter::Gl(Box::new(presenter))),
                 Ok(Err(e)) => Err(format!("gl: {e}")),
                 Err(e) => Err(format!("gl: {e}")),
             }
