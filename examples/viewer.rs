@@ -282,50 +282,72 @@ mod viewer {
         }
     }
 
-    /// Opens the zero-copy presenter `mode` asks for; `Err` says why it cannot be used.
+    /// Which zero-copy presenter `mode` can use for `export`, decided before any window
+    /// opens (trial windows flicker, and closing them crashed weston 14's kiosk shell):
+    /// passthrough if the compositor lists the format and modifier for linux-dmabuf, gl
+    /// if EGL can import it. `Err` says why neither.
+    fn choose_zero_copy(
+        mode: PresentMode,
+        export: &ExportedFramebuffer,
+    ) -> Result<PresentMode, String> {
+        let layout = export.layout();
+        let passthrough = || -> Result<PresentMode, String> {
+            let conn = wayland_client::Connection::connect_to_env()
+                .map_err(|e| format!("passthrough: {e}"))?;
+            let offered = guestfb::present::wayland::compositor_dmabuf_formats(&conn)
+                .map_err(|e| format!("passthrough: {e}"))?;
+            let fourcc = layout.format().fourcc() as u32;
+            let modifier = layout.modifier().raw();
+            if offered.iter().any(|&(f, m)| f == fourcc && m == modifier) {
+                Ok(PresentMode::Passthrough)
+            } else {
+                Err(format!(
+                    "passthrough: the compositor does not offer {} as a dma-buf",
+                    layout.format()
+                ))
+            }
+        };
+        #[cfg(feature = "wayland-egl")]
+        let gl = || -> Result<PresentMode, String> {
+            // Mesa decides importability the same way for the headless display and the
+            // window's: ask the headless one, before there is a window.
+            let importer =
+                guestfb::import::egl::EglImporter::headless().map_err(|e| format!("gl: {e}"))?;
+            guestfb::import::dmabuf::with_export_image(export, |image, _| importer.check(image))
+                .map_err(|e| format!("gl: {e}"))?
+                .map_err(|e| format!("gl: {e}"))?;
+            Ok(PresentMode::Gl)
+        };
+        #[cfg(not(feature = "wayland-egl"))]
+        let gl = || -> Result<PresentMode, String> {
+            Err("gl: built without the wayland-egl feature".to_owned())
+        };
+        match mode {
+            PresentMode::Passthrough => passthrough(),
+            PresentMode::Gl => gl(),
+            PresentMode::Shm => Err("shm asked for".to_owned()),
+            PresentMode::Auto => passthrough().or_else(|why_not| {
+                println!("viewer: {why_not}; trying gl");
+                gl()
+            }),
+        }
+    }
+
+    /// Opens the zero-copy presenter chosen by [`choose_zero_copy`].
     fn open_zero_copy(
         mode: PresentMode,
         export: &ExportedFramebuffer,
         window: &WindowOptions,
     ) -> Result<Presenter, String> {
-        let layout = export.layout();
-        let try_passthrough = || -> Result<Presenter, String> {
-            let presenter = DmabufPresenter::connect(window.clone())
-                .map_err(|e| format!("passthrough: {e}"))?;
-            match presenter.accepts(layout.format(), layout.modifier()) {
-                Some(_) => Ok(Presenter::Passthrough(Box::new(presenter))),
-                None => Err(format!(
-                    "passthrough: the compositor does not offer {} as a dma-buf",
-                    layout.format()
-                )),
-            }
-        };
-        #[cfg(feature = "wayland-egl")]
-        let try_gl = || -> Result<Presenter, String> {
-            let presenter =
-                EglPresenter::connect(window.clone()).map_err(|e| format!("gl: {e}"))?;
-            // Refuse up front what EGL cannot import (the first present would fail).
-            let key_check = guestfb::import::dmabuf::with_export_image(export, |image, _| {
-                presenter.egl_importer().check(image).map(|_| ())
-            });
-            match key_check {
-                Ok(Ok(())) => Ok(Presenter::Gl(Box::new(presenter))),
-                Ok(Err(e)) => Err(format!("gl: {e}")),
-                Err(e) => Err(format!("gl: {e}")),
-            }
-        };
-        #[cfg(not(feature = "wayland-egl"))]
-        let try_gl = || -> Result<Presenter, String> {
-            Err("gl: built without the wayland-egl feature".to_owned())
-        };
-        match mode {
-            PresentMode::Passthrough => try_passthrough(),
-            PresentMode::Gl => try_gl(),
-            PresentMode::Shm => Err("shm asked for".to_owned()),
-            PresentMode::Auto => try_passthrough().or_else(|why_not| {
-                println!("viewer: {why_not}; trying gl");
-                try_gl()
-            }),
+        match choose_zero_copy(mode, export)? {
+            PresentMode::Passthrough => DmabufPresenter::connect(window.clone())
+                .map(|presenter| Presenter::Passthrough(Box::new(presenter)))
+                .map_err(|e| format!("passthrough: {e}")),
+            #[cfg(feature = "wayland-egl")]
+            PresentMode::Gl => EglPresenter::connect(window.clone())
+                .map(|presenter| Presenter::Gl(Box::new(presenter)))
+                .map_err(|e| format!("gl: {e}")),
+            other => Err(format!("{other:?} is not a zero-copy presenter")),
         }
     }
 

@@ -402,12 +402,12 @@ fn viewer_shows(format: PixelFormat, args: &[&str], expect_path: &str, frames: u
         presenting.last().is_some_and(|l| l.contains(expect_path)),
         "{args:?}: expected to end on {expect_path:?}, saw {presenting:?}"
     );
-    // Two frames presented: frame 1 is on screen. BGR888/RGB888 are exact 8-bit.
+    // `frames` presented: frame `frames - 1` is on screen. BGR888/RGB888 are exact 8-bit.
     assert_shows_demo(
         &shot,
         w,
         h,
-        1,
+        frames - 1,
         &format!("viewer {} {args:?}", format.name()),
     );
     lines

@@ -943,8 +943,14 @@ impl Drop for EglImporter {
             let _ = self.egl.destroy_surface(self.display, surface);
         }
         let _ = self.egl.destroy_context(self.display, self.context);
-        // The display is not terminated: EGL hands out one EGLDisplay per native
+        // A headless display is not terminated: EGL hands out one EGLDisplay per native
         // display and process, and other importers (other threads) may be using it.
+        // A Wayland display is this importer's own, and must be: its wl_display goes
+        // away with the window, and a later connection at the same address would
+        // otherwise get the old EGLDisplay with Mesa's state for the dead connection.
+        if matches!(self.platform, Platform::Wayland) {
+            let _ = self.egl.terminate(self.display);
+        }
     }
 }
 

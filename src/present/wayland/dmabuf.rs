@@ -774,3 +774,66 @@ impl Dispatch<wp_viewport::WpViewport, ()> for App {
 
 delegate_registry!(App);
 delegate_dispatch2!(App);
+
+/// The (fourcc, modifier) pairs a compositor takes as dma-bufs, asked without opening a
+/// window (binds `zwp_linux_dmabuf_v1` at version 3, whose `modifier` events list them).
+///
+/// Viewers decide between passthrough, GL and wl_shm with this before they open the
+/// one window they will use: opening and closing trial windows flickers on a desktop
+/// (and crashed weston 14's kiosk shell here).
+pub fn compositor_dmabuf_formats(conn: &Connection) -> Result<Vec<(u32, u64)>, PresentError> {
+    use wayland_client::globals::GlobalListContents;
+    use wayland_client::protocol::wl_registry;
+    use wayland_protocols::wp::linux_dmabuf::zv1::client::zwp_linux_dmabuf_v1::{
+        self, ZwpLinuxDmabufV1,
+    };
+
+    #[derive(Default)]
+    struct Formats(BTreeSet<(u32, u64)>);
+
+    impl Dispatch<wl_registry::WlRegistry, GlobalListContents> for Formats {
+        fn event(
+            _: &mut Self,
+            _: &wl_registry::WlRegistry,
+            _: wl_registry::Event,
+            _: &GlobalListContents,
+            _: &Connection,
+            _: &QueueHandle<Self>,
+        ) {
+        }
+    }
+
+    impl Dispatch<ZwpLinuxDmabufV1, ()> for Formats {
+        fn event(
+            formats: &mut Self,
+            _: &ZwpLinuxDmabufV1,
+            event: zwp_linux_dmabuf_v1::Event,
+            _: &(),
+            _: &Connection,
+            _: &QueueHandle<Self>,
+        ) {
+            if let zwp_linux_dmabuf_v1::Event::Modifier {
+                format,
+                modifier_hi,
+                modifier_lo,
+            } = event
+            {
+                let modifier = (u64::from(modifier_hi) << 32) | u64::from(modifier_lo);
+                formats.0.insert((format, modifier));
+            }
+        }
+    }
+
+    let (globals, mut queue) =
+        registry_queue_init::<Formats>(conn).map_err(|error| match error {
+            GlobalError::Backend(backend) => PresentError::from(backend),
+            GlobalError::InvalidId(id) => PresentError::Protocol(id.to_string()),
+        })?;
+    let dmabuf: ZwpLinuxDmabufV1 = globals
+        .bind(&queue.handle(), 3..=3, ())
+        .map_err(missing("zwp_linux_dmabuf_v1"))?;
+    let mut formats = Formats::default();
+    queue.roundtrip(&mut formats)?;
+    dmabuf.destroy();
+    Ok(formats.0.into_iter().collect())
+}

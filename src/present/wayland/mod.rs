@@ -15,7 +15,7 @@ mod egl;
 mod shm;
 
 pub use damage::{fit_letterbox, Placement};
-pub use dmabuf::{DmabufPresenter, PassthroughError};
+pub use dmabuf::{compositor_dmabuf_formats, DmabufPresenter, PassthroughError};
 #[cfg(feature = "wayland-egl")]
 pub use egl::{EglPresenter, GlPresentError};
 pub use shm::{PresenterOptions, ShmFrame, ShmPresenter};
