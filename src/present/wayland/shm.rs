@@ -215,7 +215,8 @@ impl App {
 ///
 /// Typical loop:
 /// ```no_run
-/// # use guestfb::present::wayland::{Rect, PresenterEvent, PresenterOptions, ShmPresenter};
+/// # use guestfb::present::wayland::{PresenterEvent, PresenterOptions, ShmPresenter};
+/// # use guestfb::rect::Rect;
 /// # use std::time::Duration;
 /// let mut presenter = ShmPresenter::connect(PresenterOptions::new(640, 480))?;
 /// let mut damage = vec![Rect::full(640, 480)]; // coalesced until a frame is possible
