@@ -29,7 +29,7 @@ use guestfb::format::PixelFormat;
 use guestfb::import::convert::{blit, Dest, DestFormat, Rect, Source, SourcePlane};
 use guestfb::import::egl::EglImporter;
 use guestfb::import::CpuMapping;
-use guestfb::present::gl::{DrawParams, Filter, GlRenderer, OffscreenTarget, Rect as GlRect};
+use guestfb::present::gl::{DrawParams, Filter, GlRenderer, OffscreenTarget};
 use guestfb::source::demo::{DemoConfig, DemoGuest};
 
 /// CPU time used so far by this thread (`CLOCK_THREAD_CPUTIME_ID`) or the whole process
@@ -90,7 +90,7 @@ fn measure(
     importer.clear();
     let target = OffscreenTarget::new(importer.gl(), width, height)?;
     let params = DrawParams {
-        src: GlRect {
+        src: Rect {
             x: 0,
             y: 0,
             width,

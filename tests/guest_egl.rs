@@ -20,7 +20,8 @@ use guestfb::import::egl::{
     BufferKey, EglError, EglImporter, ImportExportError, ImportedTexture, Platform,
 };
 use guestfb::import::CpuMapping;
-use guestfb::present::gl::{DrawParams, Filter, GlRenderer, OffscreenTarget, Rect};
+use guestfb::present::gl::{DrawParams, Filter, GlRenderer, OffscreenTarget};
+use guestfb::rect::Rect;
 use guestfb::rect::Rect as PictureRect;
 use guestfb::source::demo::{DemoConfig, DemoGuest};
 

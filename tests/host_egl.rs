@@ -12,7 +12,8 @@ use guestfb::import::egl::{
     fourcc_name, BufferKey, DmaBufImage, DmaBufPlane, EglError, EglImporter, ImportedTexture,
     TextureTarget,
 };
-use guestfb::present::gl::{letterbox, DrawParams, Filter, GlRenderer, OffscreenTarget, Rect};
+use guestfb::present::gl::{letterbox, DrawParams, Filter, GlRenderer, OffscreenTarget};
+use guestfb::rect::Rect;
 use guestfb::sys::dmabuf::{Access, Mapping};
 use guestfb::sys::memfd::Memfd;
 
@@ -343,7 +344,7 @@ fn every_packed_format_round_trips_exactly_in_both_orientations() {
         assert_eq!(texture.target, TextureTarget::Texture2D, "{format}");
         // 5/6-bit channels: unorm rounding vs bit replication may differ by one.
         let tolerance = u8::from(format == PixelFormat::Rgb565);
-        let full = Rect::from_size(width, height);
+        let full = Rect::full(width, height);
         for y0_top in [true, false] {
             let got = gl.render(&texture, params(full, y0_top, width, height));
             let want = expected_picture(&frame, full, y0_top);
@@ -396,7 +397,7 @@ fn implicit_modifier_imports_without_modifier_attributes() {
             &image,
         )
         .expect("implicit-modifier import");
-    let full = Rect::from_size(32, 16);
+    let full = Rect::full(32, 16);
     let got = gl.render(&texture, params(full, true, 32, 16));
     assert_pixels(
         "implicit",
@@ -434,7 +435,7 @@ fn nv12_imports_as_external_and_converts_bt601() {
     gl.renderer
         .external_support()
         .expect("external texture program");
-    let full = Rect::from_size(width, height);
+    let full = Rect::full(width, height);
     for y0_top in [true, false] {
         let got = gl.render(&texture, params(full, y0_top, width, height));
         // The driver's conversion constants differ from ours in the last bit or two.
@@ -471,7 +472,7 @@ fn new_generation_replaces_the_cached_image_and_forget_drops_it() {
     assert_eq!((stats.images_created, stats.images_destroyed), (2, 1));
     assert_eq!(gl.importer.cached_count(), 1);
     assert_eq!(gl.importer.cached(42).map(|(g, _)| g), Some(2));
-    let full = Rect::from_size(width, height);
+    let full = Rect::full(width, height);
     let got = gl.render(&t2, params(full, true, width, height));
     assert_pixels(
         "gen 2",
@@ -561,11 +562,8 @@ fn letterbox_draws_black_bars() {
             height: 37
         }
     );
-    let got = gl.render(
-        &texture,
-        params(Rect::from_size(width, height), true, tw, th),
-    );
-    let want = expected_picture(&frame, Rect::from_size(width, height), true);
+    let got = gl.render(&texture, params(Rect::full(width, height), true, tw, th));
+    let want = expected_picture(&frame, Rect::full(width, height), true);
     for y in 0..th {
         for x in 0..tw {
             let px = got[(y * tw + x) as usize];
@@ -584,10 +582,7 @@ fn letterbox_draws_black_bars() {
     // Taller target: bars top and bottom.
     let (tw, th) = (61, 81);
     let view = letterbox(width, height, tw, th);
-    let got = gl.render(
-        &texture,
-        params(Rect::from_size(width, height), true, tw, th),
-    );
+    let got = gl.render(&texture, params(Rect::full(width, height), true, tw, th));
     let top_bar = th - view.y - view.height; // rows above the picture (top-first rows)
     for y in (0..top_bar).chain(top_bar + view.height..th) {
         for x in 0..tw {
@@ -650,7 +645,7 @@ fn texture_follows_later_writes_to_the_memory_without_reimport() {
     let again = gl.import(key, &frame).expect("cached");
     assert_eq!(again, texture);
     assert_eq!(gl.importer.stats().images_created, 1);
-    let full = Rect::from_size(width, height);
+    let full = Rect::full(width, height);
     let got = gl.render(&texture, params(full, true, width, height));
     assert_pixels("after guest write", &got, &frame.expected, width, 0);
 }

@@ -8,6 +8,7 @@
 use glow::HasContext;
 
 use crate::import::egl::{ImportedTexture, TextureTarget};
+use crate::rect::Rect;
 
 const BLIT_VERT: &str = include_str!("../../shaders/blit.vert");
 const BLIT_FRAG: &str = include_str!("../../shaders/blit.frag");
@@ -61,31 +62,6 @@ pub enum RenderError {
     },
 }
 
-/// A rectangle in pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rect {
-    /// Left edge.
-    pub x: u32,
-    /// First row (see the users for which way rows count).
-    pub y: u32,
-    /// Width.
-    pub width: u32,
-    /// Height.
-    pub height: u32,
-}
-
-impl Rect {
-    /// A rectangle at the origin.
-    pub fn from_size(width: u32, height: u32) -> Self {
-        Self {
-            x: 0,
-            y: 0,
-            width,
-            height,
-        }
-    }
-}
-
 /// Texture filtering when scaling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Filter {
@@ -120,7 +96,7 @@ pub struct DrawParams {
 /// the bars are equal up to one pixel, the extra pixel going to the top/right).
 pub fn letterbox(src_width: u32, src_height: u32, dst_width: u32, dst_height: u32) -> Rect {
     if src_width == 0 || src_height == 0 || dst_width == 0 || dst_height == 0 {
-        return Rect::from_size(0, 0);
+        return Rect::full(0, 0);
     }
     let (sw, sh, dw, dh) = (
         u64::from(src_width),
@@ -488,7 +464,7 @@ mod tests {
 
     #[test]
     fn letterbox_fits_and_centres() {
-        assert_eq!(letterbox(64, 32, 64, 32), Rect::from_size(64, 32));
+        assert_eq!(letterbox(64, 32, 64, 32), Rect::full(64, 32));
         // Wider target: bars left and right.
         assert_eq!(
             letterbox(64, 32, 128, 32),
@@ -519,6 +495,6 @@ mod tests {
                 height: 720
             }
         );
-        assert_eq!(letterbox(0, 10, 10, 10), Rect::from_size(0, 0));
+        assert_eq!(letterbox(0, 10, 10, 10), Rect::full(0, 0));
     }
 }

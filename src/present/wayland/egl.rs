@@ -33,7 +33,8 @@ use super::shm::poll_readable;
 use super::{PresentError, PresenterEvent, WindowOptions};
 use crate::export::ExportedFramebuffer;
 use crate::import::egl::{EglError, EglImporter, ImportExportError, ImportedTexture};
-use crate::present::gl::{DrawParams, Filter, GlRenderer, Rect as GlRect, RenderError};
+use crate::present::gl::{DrawParams, Filter, GlRenderer, RenderError};
+use crate::rect::Rect;
 
 /// Why the EGL presenter could not show a frame.
 #[derive(Debug, thiserror::Error)]
@@ -424,7 +425,7 @@ fn draw_export(
         gl,
         texture,
         &DrawParams {
-            src: GlRect {
+            src: Rect {
                 x: visible.x,
                 y: visible.y,
                 width: visible.width,
