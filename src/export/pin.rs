@@ -42,14 +42,33 @@ pub struct PinPolicy {
 }
 
 impl Default for PinPolicy {
-    /// The budget is RLIMIT_MEMLOCK's soft limit, like vfio's locked_vm accounting.
+    /// The budget follows vfio's locked_vm accounting: RLIMIT_MEMLOCK's soft limit,
+    /// unlimited for a process with CAP_IPC_LOCK (as root usually is).
     fn default() -> Self {
-        let limit = rustix::process::getrlimit(rustix::process::Resource::Memlock);
+        let budget = if has_cap_ipc_lock() {
+            u64::MAX
+        } else {
+            rustix::process::getrlimit(rustix::process::Resource::Memlock)
+                .current
+                .unwrap_or(u64::MAX)
+        };
         Self {
-            budget: limit.current.unwrap_or(u64::MAX),
+            budget,
             allow_without_longterm: false,
         }
     }
+}
+
+/// Whether CAP_IPC_LOCK is in this process's effective set (`/proc/self/status`).
+fn has_cap_ipc_lock() -> bool {
+    const CAP_IPC_LOCK: u32 = 14;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|line| line.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
 }
 
 /// What the running kernel does when udmabuf pins pages.
@@ -790,6 +809,18 @@ fn observe_migration(device: &Udmabuf) -> Option<LongtermPin> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_budget_follows_cap_ipc_lock_or_memlock() {
+        let policy = PinPolicy::default();
+        if has_cap_ipc_lock() {
+            assert_eq!(policy.budget, u64::MAX);
+        } else {
+            let limit = rustix::process::getrlimit(rustix::process::Resource::Memlock);
+            assert_eq!(policy.budget, limit.current.unwrap_or(u64::MAX));
+        }
+        assert!(!policy.allow_without_longterm);
+    }
 
     #[test]
     fn zoneinfo_movable_spans_parse() {
