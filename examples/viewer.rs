@@ -127,6 +127,11 @@ mod viewer {
         /// Describe the framebuffer as a scatter list of two guest ranges.
         #[arg(long)]
         scattered: bool,
+        /// One guest framebuffer redrawn in place even where the display reads guest
+        /// memory directly (zero copy, KMS): the guest may then overwrite a frame still
+        /// being shown (tearing). For comparison; by default those paths double-buffer.
+        #[arg(long)]
+        single_buffer: bool,
         /// Stop after presenting this many frames (0: run until the window closes).
         #[arg(long, default_value_t = 0)]
         frames: u64,
@@ -369,6 +374,13 @@ mod viewer {
         }
     }
 
+    /// Whether the guest may draw its next frame now. A single buffer is redrawn in
+    /// place right after the frame callback (no release ever comes for a buffer that
+    /// stays attached); two wait for the display to let go of the back buffer.
+    fn may_step(presenter: &Presenter, guest: &DemoGuest) -> bool {
+        guest.buffer_count() == 1 || presenter.may_draw_into(guest.back_buffer_id())
+    }
+
     pub fn run() -> Result<(), Error> {
         let args = Args::parse();
         let (width, height) = args.size;
@@ -377,7 +389,11 @@ mod viewer {
         let zero_copy_possible = args.gl != GlMode::Off && args.present != PresentMode::Shm;
         let kms = matches!(args.output, Output::Kms(_))
             || (args.output == Output::Auto && std::env::var_os("WAYLAND_DISPLAY").is_none());
-        let buffers = if zero_copy_possible || kms { 2 } else { 1 };
+        let buffers = if (zero_copy_possible || kms) && !args.single_buffer {
+            2
+        } else {
+            1
+        };
         let mut guest = DemoGuest::new(DemoConfig {
             width,
             height,
@@ -462,7 +478,7 @@ mod viewer {
                 println!("viewer: window closed");
                 break;
             }
-            if step_wanted && presenter.may_draw_into(guest.back_buffer_id()) {
+            if step_wanted && may_step(&presenter, &guest) {
                 pending = guest.step();
                 step_wanted = false;
             }
@@ -503,7 +519,7 @@ mod viewer {
                     // step would appear on the next repaint.
                     if args.frames == 0 || stats.frames < args.frames {
                         step_wanted = true;
-                        if presenter.may_draw_into(guest.back_buffer_id()) {
+                        if may_step(&presenter, &guest) {
                             pending = guest.step();
                             step_wanted = false;
                         }
