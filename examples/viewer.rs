@@ -294,13 +294,30 @@ mod viewer {
                     Err(e) if e.is_import_error() => Err(ShowError::Import(e.to_string())),
                     Err(e) => Err(ShowError::Other(e.into())),
                 },
-                Self::Passthrough(presenter) => match presenter.present(export, damage) {
-                    Ok(shown) => Ok(shown),
-                    Err(guestfb::present::wayland::PassthroughError::Wayland(e)) => {
-                        Err(ShowError::Other(e.into()))
+                Self::Passthrough(presenter) => {
+                    // The guest's damage is in picture coordinates; the wl_buffer's in
+                    // memory rows (a bottom-up guest is flipped by the buffer transform).
+                    let layout = export.layout();
+                    let height = layout.height();
+                    let rows: Vec<Rect> = damage
+                        .iter()
+                        .filter_map(|r| r.clip(layout.width(), height))
+                        .map(|r| match layout.y0_top() {
+                            true => r,
+                            false => Rect {
+                                y: height - r.y - r.height,
+                                ..r
+                            },
+                        })
+                        .collect();
+                    match presenter.present(export, &rows) {
+                        Ok(shown) => Ok(shown),
+                        Err(guestfb::present::wayland::PassthroughError::Wayland(e)) => {
+                            Err(ShowError::Other(e.into()))
+                        }
+                        Err(e) => Err(ShowError::Import(e.to_string())),
                     }
-                    Err(e) => Err(ShowError::Import(e.to_string())),
-                },
+                }
             }
         }
     }

@@ -533,7 +533,7 @@ fn viewer_gl_on_uses_the_egl_presenter_exactly() {
         PixelFormat::Xrgb8888,
         &["--gl", "on", "--present", "gl"],
         "EGL import",
-        2,
+        5,
     );
 }
 
@@ -544,6 +544,13 @@ fn viewer_auto_uses_passthrough_when_weston_offers_the_format() {
     // callback, the redraw raced weston's repaint of the same dma-buf and 676 pixels of
     // the block showed a half-drawn state.)
     viewer_shows(PixelFormat::Xrgb8888, &["--gl", "auto"], "passthrough", 5);
+    // Bottom-up guest memory: flipped by the buffer transform, damage still right.
+    viewer_shows(
+        PixelFormat::Xrgb8888,
+        &["--gl", "auto", "--y0-bottom"],
+        "passthrough",
+        5,
+    );
 }
 
 #[test]
