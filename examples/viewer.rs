@@ -6,6 +6,13 @@
 //! path: gl=off copies the damaged rectangles into wl_shm buffers; `--output kms` puts
 //! the guest's pages straight on a KMS plane when there is no compositor.
 //!
+//! On the zero-copy paths (passthrough, gl=on, KMS) the demo guest double-buffers, the
+//! way a virtio-gpu guest flips between two resources: it draws the next frame into the
+//! buffer not on display, and only once the display is done with it (the compositor's
+//! `wl_buffer.release` for passthrough; the end of our GL draw, which `present` waits
+//! for, for gl=on; the page-flip event away from it for KMS). gl=off copies each frame,
+//! so one guest buffer drawn in place is enough there.
+//!
 //! ```text
 //! cargo run --release --example viewer -- --size 1280x720 --frames 300 --screenshot shot.png
 //! cargo run --release --example viewer -- --output kms:/dev/dri/card1 --frames 600
@@ -41,7 +48,7 @@ mod viewer {
         DmabufPresenter, PresenterEvent, PresenterOptions, ShmPresenter, WindowOptions,
     };
     use guestfb::rect::Rect;
-    use guestfb::source::demo::{DemoConfig, DemoGuest};
+    use guestfb::source::demo::{DemoConfig, DemoGuest, FIRST_BUFFER_ID};
 
     /// Which rendering path shows the guest.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -120,6 +127,11 @@ mod viewer {
         /// Describe the framebuffer as a scatter list of two guest ranges.
         #[arg(long)]
         scattered: bool,
+        /// One guest framebuffer redrawn in place even where the display reads guest
+        /// memory directly (zero copy, KMS): the guest may then overwrite a frame still
+        /// being shown (tearing). For comparison; by default those paths double-buffer.
+        #[arg(long)]
+        single_buffer: bool,
         /// Stop after presenting this many frames (0: run until the window closes).
         #[arg(long, default_value_t = 0)]
         frames: u64,
@@ -183,6 +195,17 @@ mod viewer {
 
         fn is_zero_copy(&self) -> bool {
             !matches!(self, Self::Shm(_))
+        }
+
+        /// Whether the guest may draw into buffer `buffer_id` now: the display no longer
+        /// reads it. Shm copies each frame out; the EGL presenter's `present` returns
+        /// after its GL draw finished (glFinish); passthrough waits for the compositor's
+        /// `wl_buffer.release`.
+        fn may_draw_into(&self, buffer_id: u64) -> bool {
+            match self {
+                Self::Passthrough(p) => p.is_released(buffer_id),
+                _ => true,
+            }
         }
 
         fn open_shm(width: u32, height: u32, title: &str) -> Result<Self, Error> {
@@ -271,13 +294,30 @@ mod viewer {
                     Err(e) if e.is_import_error() => Err(ShowError::Import(e.to_string())),
                     Err(e) => Err(ShowError::Other(e.into())),
                 },
-                Self::Passthrough(presenter) => match presenter.present(export, damage) {
-                    Ok(shown) => Ok(shown),
-                    Err(guestfb::present::wayland::PassthroughError::Wayland(e)) => {
-                        Err(ShowError::Other(e.into()))
+                Self::Passthrough(presenter) => {
+                    // The guest's damage is in picture coordinates; the wl_buffer's in
+                    // memory rows (a bottom-up guest is flipped by the buffer transform).
+                    let layout = export.layout();
+                    let height = layout.height();
+                    let rows: Vec<Rect> = damage
+                        .iter()
+                        .filter_map(|r| r.clip(layout.width(), height))
+                        .map(|r| match layout.y0_top() {
+                            true => r,
+                            false => Rect {
+                                y: height - r.y - r.height,
+                                ..r
+                            },
+                        })
+                        .collect();
+                    match presenter.present(export, &rows) {
+                        Ok(shown) => Ok(shown),
+                        Err(guestfb::present::wayland::PassthroughError::Wayland(e)) => {
+                            Err(ShowError::Other(e.into()))
+                        }
+                        Err(e) => Err(ShowError::Import(e.to_string())),
                     }
-                    Err(e) => Err(ShowError::Import(e.to_string())),
-                },
+                }
             }
         }
     }
@@ -351,9 +391,26 @@ mod viewer {
         }
     }
 
+    /// Whether the guest may draw its next frame now. A single buffer is redrawn in
+    /// place right after the frame callback (no release ever comes for a buffer that
+    /// stays attached); two wait for the display to let go of the back buffer.
+    fn may_step(presenter: &Presenter, guest: &DemoGuest) -> bool {
+        guest.buffer_count() == 1 || presenter.may_draw_into(guest.back_buffer_id())
+    }
+
     pub fn run() -> Result<(), Error> {
         let args = Args::parse();
         let (width, height) = args.size;
+        // Two guest buffers where the display may read guest memory directly (zero
+        // copy, KMS); one, drawn in place, where gl=off copies it out anyway.
+        let zero_copy_possible = args.gl != GlMode::Off && args.present != PresentMode::Shm;
+        let kms = matches!(args.output, Output::Kms(_))
+            || (args.output == Output::Auto && std::env::var_os("WAYLAND_DISPLAY").is_none());
+        let buffers = if (zero_copy_possible || kms) && !args.single_buffer {
+            2
+        } else {
+            1
+        };
         let mut guest = DemoGuest::new(DemoConfig {
             width,
             height,
@@ -362,6 +419,7 @@ mod viewer {
             y0_top: !args.y0_bottom,
             hugetlb: args.hugetlb.then_some(2 << 20),
             scattered: args.scattered,
+            buffers,
         })?;
         let pins = PinManager::new(PinPolicy::default());
         println!(
@@ -386,14 +444,27 @@ mod viewer {
         } else {
             PinPurpose::Scanout
         };
-        let export = exporter.export(1, &guest.desc(), purpose)?;
-        let mapping = CpuMapping::new(export.clone());
+        // Each guest buffer is exported once (buffer ids 1 and 2); presenters cache
+        // their import by buffer id, so a flip costs no new import.
+        let mut exports = Vec::new();
+        let mut mappings = Vec::new();
+        for index in 0..guest.buffer_count() as usize {
+            let export = exporter.export(
+                FIRST_BUFFER_ID + index as u64,
+                &guest.buffer_desc(index),
+                purpose,
+            )?;
+            mappings.push(CpuMapping::new(export.clone()));
+            exports.push(export);
+        }
+        let export = &exports[0];
         println!(
-            "viewer: {}x{} {} guest, CPU read path {:?}",
+            "viewer: {}x{} {} guest, {} buffer(s), CPU read path {:?}",
             width,
             height,
             args.format,
-            mapping.path()?
+            guest.buffer_count(),
+            mappings[0].path()?
         );
 
         let title = format!("guestfb demo guest {width}x{height} {}", args.format);
@@ -401,8 +472,8 @@ mod viewer {
         window.title = title.clone();
         let mut presenter = match (args.gl, args.present) {
             (GlMode::Off, _) | (_, PresentMode::Shm) => Presenter::open_shm(width, height, &title)?,
-            (GlMode::On, mode) => open_zero_copy(mode, &export, &window)?,
-            (GlMode::Auto, mode) => match open_zero_copy(mode, &export, &window) {
+            (GlMode::On, mode) => open_zero_copy(mode, export, &window)?,
+            (GlMode::Auto, mode) => match open_zero_copy(mode, export, &window) {
                 Ok(presenter) => presenter,
                 Err(why) => {
                     println!("viewer: gl=on not possible ({why}); falling back to gl=off");
@@ -413,6 +484,9 @@ mod viewer {
         println!("viewer: presenting with {}", presenter.name());
 
         let mut pending = vec![Rect::full(width, height)];
+        // The guest is to draw its next frame as soon as the display lets go of the
+        // buffer it draws into.
+        let mut step_wanted = false;
         let mut stats = Stats::default();
         let started = Instant::now();
         loop {
@@ -421,6 +495,12 @@ mod viewer {
                 println!("viewer: window closed");
                 break;
             }
+            if step_wanted && may_step(&presenter, &guest) {
+                pending = guest.step();
+                step_wanted = false;
+            }
+            let front = guest.front_index();
+            let (export, mapping) = (&exports[front], &mappings[front]);
             let done = args.frames != 0 && stats.frames >= args.frames;
             let redraw = presenter.needs_redraw() && presenter.is_ready();
             if !redraw && (done || pending.is_empty() || !presenter.is_ready()) {
@@ -431,31 +511,35 @@ mod viewer {
             }
             if redraw && (done || pending.is_empty()) {
                 // A resize: draw the current picture again; no new guest frame.
-                if let Err(ShowError::Other(e)) = presenter.show(&export, &mapping, &[], &mut stats)
-                {
+                if let Err(ShowError::Other(e)) = presenter.show(export, mapping, &[], &mut stats) {
                     return Err(e);
                 }
                 continue;
             }
-            match presenter.show(&export, &mapping, &pending, &mut stats) {
+            match presenter.show(export, mapping, &pending, &mut stats) {
                 Ok(false) => continue,
                 Ok(true) => {
                     stats.frames += 1;
                     if args.frames != 0 && stats.frames == args.frames {
                         println!("viewer: presented {} frames", stats.frames);
                         if let Some(path) = &args.screenshot {
-                            save_screenshot(&mapping, width, height, path)?;
+                            save_screenshot(mapping, width, height, path)?;
                             println!("viewer: screenshot written to {}", path.display());
                         }
                     }
-                    // The guest draws its next frame only once this one is shown:
-                    // the back-pressure QEMU's gl_block gives a real guest. After the
-                    // last frame it stops: a zero-copy display shows guest memory live,
-                    // so a further step would appear on the next repaint.
+                    pending.clear();
+                    // The guest draws its next frame only once this one is shown and
+                    // the buffer it draws into is free (the back-pressure QEMU's
+                    // gl_block gives a real guest): now if the display allows, else
+                    // when a release arrives. After the last frame it stops: with one
+                    // buffer a zero-copy display shows guest memory live, so a further
+                    // step would appear on the next repaint.
                     if args.frames == 0 || stats.frames < args.frames {
-                        pending = guest.step();
-                    } else {
-                        pending.clear();
+                        step_wanted = true;
+                        if may_step(&presenter, &guest) {
+                            pending = guest.step();
+                            step_wanted = false;
+                        }
                     }
                 }
                 Err(ShowError::Import(why)) if args.gl == GlMode::Auto => {
@@ -467,6 +551,7 @@ mod viewer {
                     presenter = Presenter::open_shm(width, height, &title)?;
                     println!("viewer: presenting with {}", presenter.name());
                     pending = vec![Rect::full(width, height)];
+                    step_wanted = false;
                 }
                 Err(ShowError::Import(why)) => {
                     return Err(format!("{}: {why}", presenter.name()).into())
@@ -480,16 +565,19 @@ mod viewer {
             }
         }
         if let (0, Some(path)) = (args.frames, &args.screenshot) {
-            save_screenshot(&mapping, width, height, path)?;
+            save_screenshot(&mappings[guest.front_index()], width, height, path)?;
             println!("viewer: screenshot written to {}", path.display());
         }
         stats.print(started.elapsed());
         Ok(())
     }
 
-    /// Shows the guest on a KMS plane: each frame is exported for scanout (long-term
-    /// pinned) and flipped to; the presenter copies only when the plane cannot take the
-    /// guest's format or a kernel quirk requires it.
+    /// Shows the guest on a KMS plane: each guest buffer is exported for scanout
+    /// (long-term pinned) and the plane flips between the two; the presenter copies only
+    /// when the plane cannot take the guest's format or a kernel quirk requires it.
+    ///
+    /// `present` returns after the page-flip event, when the plane no longer scans out
+    /// the other buffer: the guest then draws the next frame into that one.
     #[cfg(feature = "kms")]
     fn run_kms(
         args: &Args,
@@ -511,18 +599,30 @@ mod viewer {
             presenter.card().path().display()
         );
         let exporter = Exporter::new(guest.memory().clone(), pins);
+        let mut exports = Vec::new();
+        for index in 0..guest.buffer_count() as usize {
+            exports.push(exporter.export(
+                FIRST_BUFFER_ID + index as u64,
+                &guest.buffer_desc(index),
+                PinPurpose::Scanout,
+            )?);
+        }
         let started = Instant::now();
         let mut frames = 0;
         while args.frames == 0 || frames < args.frames {
-            let export = exporter.export(1, &guest.desc(), PinPurpose::Scanout)?;
-            match presenter.present(&export) {
+            let export = &exports[guest.front_index()];
+            match presenter.present(export) {
                 Ok(status) if frames == 0 => println!("viewer: first frame: {status:?}"),
                 Ok(_) => {}
                 // A bad frame is logged; the last good picture stays up.
                 Err(error) => eprintln!("viewer: frame {} not shown: {error}", guest.frame()),
             }
             frames += 1;
-            guest.step();
+            // The flip to `export` completed: the other buffer is off the plane and the
+            // guest may draw into it. (With one buffer this redraws the one on screen.)
+            if args.frames == 0 || frames < args.frames {
+                guest.step();
+            }
         }
         println!("viewer: presented {frames} frames");
         let seconds = started.elapsed().as_secs_f64();

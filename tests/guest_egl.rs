@@ -156,6 +156,7 @@ fn demo(format: PixelFormat, hugetlb: bool, y0_top: bool) -> (DemoGuest, Exporte
         y0_top,
         hugetlb: hugetlb.then_some(2 * MIB),
         scattered: false,
+        buffers: 1,
     })
     .expect("demo guest");
     let exporter = Exporter::new(guest.memory().clone(), PinManager::new(unlimited()));

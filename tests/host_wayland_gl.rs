@@ -20,7 +20,7 @@ use guestfb::present::wayland::{
     DmabufPresenter, EglPresenter, GlPresentError, PassthroughError, PresenterEvent, WindowOptions,
 };
 use guestfb::rect::Rect;
-use guestfb::source::demo::{pattern_rgb, DemoConfig, DemoGuest};
+use guestfb::source::demo::{pattern_rgb, DemoConfig, DemoGuest, FIRST_BUFFER_ID};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -276,6 +276,120 @@ fn passthrough_shows_the_guest_exactly_when_the_format_is_offered() {
     }
 }
 
+/// What happened, in order, in the double-buffered passthrough test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// The wl_buffer of this buffer id was attached and committed.
+    Present(u64),
+    /// The compositor released it.
+    Release(u64),
+    /// The guest drew into this buffer.
+    Draw(u64),
+}
+
+/// Dispatches once, recording release events.
+fn dispatch_recording(presenter: &mut DmabufPresenter, log: &mut Vec<Step>) -> Vec<PresenterEvent> {
+    let events = presenter
+        .dispatch(Some(Duration::from_millis(50)))
+        .expect("dispatch");
+    for event in &events {
+        if let PresenterEvent::BufferReleased { buffer_id, .. } = event {
+            log.push(Step::Release(*buffer_id));
+        }
+    }
+    events
+}
+
+#[test]
+fn passthrough_double_buffered_guest_draws_only_into_released_buffers() {
+    let (w, h) = (320, 240);
+    let frames = 8;
+    let weston = Weston::start(WestonConfig::kiosk(w, h, Renderer::Gl));
+    let mut presenter = passthrough(&weston, w, h);
+    let guest = Guest::new(DemoConfig {
+        buffers: 2,
+        ..config(w, h, PixelFormat::Xrgb8888, true)
+    });
+    let mut demo = guest.guest;
+    let exports: Vec<ExportedFramebuffer> = (0..2)
+        .map(|index| {
+            guest
+                .exporter
+                .export(
+                    FIRST_BUFFER_ID + index as u64,
+                    &demo.buffer_desc(index),
+                    PinPurpose::Scanout,
+                )
+                .expect("export")
+        })
+        .collect();
+    let mut log = Vec::new();
+    let mut damage = vec![Rect::full(w, h)];
+    for frame in 0..frames {
+        assert_eq!(demo.frame(), frame);
+        wait_until("passthrough presenter not ready", &weston, || {
+            dispatch_recording(&mut presenter, &mut log);
+            presenter.is_ready()
+        });
+        let front = demo.front_index();
+        assert!(presenter
+            .present(&exports[front], &damage)
+            .expect("present"));
+        log.push(Step::Present(demo.front_buffer_id()));
+        assert!(
+            !presenter.is_released(demo.front_buffer_id()),
+            "a buffer just attached counts as held"
+        );
+        if frame + 1 == frames {
+            break;
+        }
+        // The guest may draw into its back buffer only once the compositor let go of it.
+        let back = demo.back_buffer_id();
+        wait_until("back buffer never released", &weston, || {
+            dispatch_recording(&mut presenter, &mut log);
+            presenter.is_released(back)
+        });
+        log.push(Step::Draw(back));
+        damage = demo.step();
+        assert_eq!(
+            demo.front_buffer_id(),
+            back,
+            "step flips to the buffer drawn"
+        );
+    }
+    wait_until("no frame callback for the last frame", &weston, || {
+        dispatch_recording(&mut presenter, &mut log)
+            .iter()
+            .any(|e| matches!(e, PresenterEvent::FrameDone { .. }))
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert_shows_demo(
+        &weston.screenshot(),
+        w,
+        h,
+        frames - 1,
+        "double-buffered passthrough, last frame",
+    );
+    // Every draw into a buffer that was presented before comes after its release.
+    eprintln!("{log:?}");
+    let mut releases = 0;
+    for (at, step) in log.iter().enumerate() {
+        let Step::Draw(id) = *step else { continue };
+        let last_present = log[..at].iter().rposition(|s| *s == Step::Present(id));
+        if let Some(presented) = last_present {
+            assert!(
+                log[presented..at].contains(&Step::Release(id)),
+                "buffer {id} drawn at step {at} without a release since its present: {log:?}"
+            );
+            releases += 1;
+        }
+    }
+    assert!(
+        releases >= usize::try_from(frames).unwrap() - 2,
+        "the test drew into released buffers only {releases} times: {log:?}"
+    );
+}
+
 #[test]
 fn passthrough_reports_a_format_the_compositor_does_not_offer() {
     let (w, h) = (64, 32);
@@ -419,17 +533,24 @@ fn viewer_gl_on_uses_the_egl_presenter_exactly() {
         PixelFormat::Xrgb8888,
         &["--gl", "on", "--present", "gl"],
         "EGL import",
-        2,
+        5,
     );
 }
 
 #[test]
 fn viewer_auto_uses_passthrough_when_weston_offers_the_format() {
-    // One frame only: with a second, the guest's in-place redraw raced weston's
-    // rendering (the frame callback came before llvmpipe had read the buffer) and 676
-    // pixels of the block showed a half-drawn state. A single live guest buffer needs
-    // release/fence back-pressure, not frame callbacks (see the report).
-    viewer_shows(PixelFormat::Xrgb8888, &["--gl", "auto"], "passthrough", 1);
+    // Several frames: the viewer double-buffers the guest and lets it draw only into a
+    // buffer weston released. (With one live buffer redrawn in place after the frame
+    // callback, the redraw raced weston's repaint of the same dma-buf and 676 pixels of
+    // the block showed a half-drawn state.)
+    viewer_shows(PixelFormat::Xrgb8888, &["--gl", "auto"], "passthrough", 5);
+    // Bottom-up guest memory: flipped by the buffer transform, damage still right.
+    viewer_shows(
+        PixelFormat::Xrgb8888,
+        &["--gl", "auto", "--y0-bottom"],
+        "passthrough",
+        5,
+    );
 }
 
 #[test]

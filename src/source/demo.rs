@@ -5,6 +5,13 @@
 //! The pattern: eight colour bars (white, yellow, cyan, green, magenta, red, blue,
 //! black) down the frame, an orange block that moves one step per frame along a diagonal,
 //! and the frame counter as 16 binary cells (white = 1) along the bottom-left.
+//!
+//! With [`DemoConfig::buffers`] = 2 the guest double-buffers like a virtio-gpu driver
+//! with two resources: [`DemoGuest::step`] draws the next frame into the back buffer
+//! and then flips, so the buffer on display is never written. The caller must only
+//! step once the display has let go of the back buffer (the compositor released its
+//! `wl_buffer`, our GL draw finished, or a KMS flip away from it completed); see
+//! [`DemoGuest::back_buffer_id`].
 
 use std::sync::Arc;
 
@@ -15,8 +22,14 @@ use crate::sys::dmabuf::{Access, Mapping};
 use crate::sys::memfd::{Memfd, Seals};
 use crate::sys::{self, SysError};
 
-/// Guest-physical address of the demo framebuffer (2 MiB aligned for hugetlb).
+/// Guest-physical address of the (first) demo framebuffer (2 MiB aligned for hugetlb).
+/// With two buffers the second follows the first, page aligned.
 pub const FRAMEBUFFER_BASE: u64 = 2 << 20;
+
+/// The buffer id of the first framebuffer; the second (with `buffers: 2`) is
+/// `FIRST_BUFFER_ID + 1`. Pass these to [`crate::export::Exporter::export`] so that each
+/// guest buffer is exported (and cached by presenters) once.
+pub const FIRST_BUFFER_ID: u64 = 1;
 
 /// How the demo guest is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +48,10 @@ pub struct DemoConfig {
     pub hugetlb: Option<u64>,
     /// Describe the framebuffer as two ranges in reverse guest order (a scatter list).
     pub scattered: bool,
+    /// Framebuffers in guest RAM: 1 (one live buffer, redrawn in place) or 2 (double
+    /// buffering: draw into the back buffer, then flip). [`DemoGuest::new`] panics on
+    /// other values.
+    pub buffers: u32,
 }
 
 impl Default for DemoConfig {
@@ -47,6 +64,7 @@ impl Default for DemoConfig {
             y0_top: true,
             hugetlb: None,
             scattered: false,
+            buffers: 1,
         }
     }
 }
@@ -159,12 +177,27 @@ pub struct DemoGuest {
     /// Per plane: offset of the plane in the framebuffer bytes and its stride.
     planes: Vec<PlaneDesc>,
     fb_len: u64,
+    /// Distance in guest RAM between the framebuffers (page multiple).
+    fb_slot: u64,
     frame: u64,
+    /// Index of the buffer on display (0 or 1).
+    front: usize,
+    /// Per buffer: the frame it holds (`None`: never drawn).
+    holds: [Option<u64>; 2],
 }
 
 impl DemoGuest {
-    /// Creates guest RAM and draws frame 0.
+    /// Creates guest RAM and draws frame 0 into the front buffer (buffer id
+    /// [`FIRST_BUFFER_ID`]).
+    ///
+    /// # Panics
+    /// If `config.buffers` is not 1 or 2.
     pub fn new(config: DemoConfig) -> Result<Self, ExportError> {
+        assert!(
+            (1..=2).contains(&config.buffers),
+            "the demo guest has 1 or 2 framebuffers, not {}",
+            config.buffers
+        );
         let bytes_per_pixel = config.format.bytes_per_pixel();
         let stride = config.width * bytes_per_pixel + config.stride_padding;
         let mut planes = vec![PlaneDesc { offset: 0, stride }];
@@ -178,8 +211,11 @@ impl DemoGuest {
             fb_len += u64::from(chroma_stride) * u64::from(config.height.div_ceil(2));
         }
         let page = config.hugetlb.unwrap_or_else(sys::page_size);
-        // RAM: 2 MiB before the framebuffer, the framebuffer, one spare page after.
-        let ram_size = (FRAMEBUFFER_BASE + fb_len).next_multiple_of(page) + page;
+        // RAM: 2 MiB before the framebuffers, the framebuffers (each starting on a
+        // page), one spare page after.
+        let fb_slot = fb_len.next_multiple_of(page);
+        let last_base = FRAMEBUFFER_BASE + fb_slot * u64::from(config.buffers - 1);
+        let ram_size = (last_base + fb_len).next_multiple_of(page) + page;
         let memfd = match config.hugetlb {
             Some(page_size) => Memfd::create_hugetlb("guestfb-demo-ram", page_size)?,
             None => Memfd::create("guestfb-demo-ram")?,
@@ -212,9 +248,13 @@ impl DemoGuest {
             stride,
             planes,
             fb_len,
+            fb_slot,
             frame: 0,
+            front: 0,
+            holds: [None, None],
         };
-        guest.draw(&[guest.full_rect()]);
+        guest.draw(0, &[guest.full_rect()]);
+        guest.holds[0] = Some(0);
         Ok(guest)
     }
 
@@ -238,6 +278,43 @@ impl DemoGuest {
         self.frame
     }
 
+    /// Number of framebuffers (1 or 2).
+    pub fn buffer_count(&self) -> u32 {
+        self.config.buffers
+    }
+
+    /// Index (0 or 1) of the buffer on display: the one [`desc`](Self::desc) describes.
+    pub fn front_index(&self) -> usize {
+        self.front
+    }
+
+    /// Buffer id of the buffer on display ([`FIRST_BUFFER_ID`] + [`front_index`]).
+    ///
+    /// [`front_index`]: Self::front_index
+    pub fn front_buffer_id(&self) -> u64 {
+        FIRST_BUFFER_ID + self.front as u64
+    }
+
+    /// Buffer id of the buffer the next [`step`](Self::step) draws into: the other
+    /// buffer with two, the same one (drawn in place) with one. The display must be
+    /// done reading it before `step` is called.
+    pub fn back_buffer_id(&self) -> u64 {
+        FIRST_BUFFER_ID + self.back_index() as u64
+    }
+
+    fn back_index(&self) -> usize {
+        if self.config.buffers == 2 {
+            1 - self.front
+        } else {
+            0
+        }
+    }
+
+    /// The frame number buffer `index` holds (`None` if it was never drawn).
+    pub fn frame_in_buffer(&self, index: usize) -> Option<u64> {
+        self.holds.get(index).copied().flatten()
+    }
+
     /// Stride of the first plane.
     pub fn stride(&self) -> u32 {
         self.stride
@@ -252,18 +329,33 @@ impl DemoGuest {
         }
     }
 
-    /// The framebuffer description the guest would send its display.
+    /// The framebuffer description the guest would send its display: that of the
+    /// front buffer (the one just flipped to).
     pub fn desc(&self) -> FramebufferDesc {
+        self.buffer_desc(self.front)
+    }
+
+    /// The description of buffer `index` (0 or 1; 0 only with one buffer).
+    ///
+    /// # Panics
+    /// If `index` is not a buffer of this guest.
+    pub fn buffer_desc(&self, index: usize) -> FramebufferDesc {
+        assert!(
+            index < self.config.buffers as usize,
+            "buffer {index} of a {}-buffer guest",
+            self.config.buffers
+        );
+        let base = FRAMEBUFFER_BASE + self.fb_slot * index as u64;
         let ranges = if self.config.scattered {
             // Second half first in guest memory: the scatter list puts it back in order.
             let page = self.config.hugetlb.unwrap_or_else(sys::page_size);
             let first_len = (self.fb_len / 2).next_multiple_of(page).min(self.fb_len);
             let second_len = self.fb_len - first_len;
-            let second_addr = FRAMEBUFFER_BASE;
-            let first_addr = (FRAMEBUFFER_BASE + second_len).next_multiple_of(page);
+            let second_addr = base;
+            let first_addr = (base + second_len).next_multiple_of(page);
             if second_len == 0 {
                 vec![GuestRange {
-                    addr: FRAMEBUFFER_BASE,
+                    addr: base,
                     len: self.fb_len,
                 }]
             } else {
@@ -280,7 +372,7 @@ impl DemoGuest {
             }
         } else {
             vec![GuestRange {
-                addr: FRAMEBUFFER_BASE,
+                addr: base,
                 len: self.fb_len,
             }]
         };
@@ -296,14 +388,31 @@ impl DemoGuest {
         }
     }
 
-    /// Draws the next frame and returns its damage, in picture coordinates.
+    /// Draws the next frame and returns its damage (what differs from the previous
+    /// frame), in picture coordinates.
+    ///
+    /// With one buffer the frame is drawn in place. With two it is drawn into the back
+    /// buffer, which is first brought up to date (the damage of the frames since it
+    /// was last drawn, two with steady flipping, so it then equals the new picture),
+    /// and the buffers flip: [`desc`](Self::desc) then describes the new frame's buffer.
     pub fn step(&mut self) -> Vec<Rect> {
         let (width, height) = (self.config.width, self.config.height);
         let old_block = block_rect(width, height, self.frame);
         self.frame += 1;
         let new_block = block_rect(width, height, self.frame);
         let damage = vec![old_block, new_block, counter_rect(width, height)];
-        self.draw(&damage);
+        let back = self.back_index();
+        let redraw = match self.holds[back] {
+            // The buffer lags a few frames: every block position since, and the counter.
+            Some(held) if held < self.frame && self.frame - held <= 4 => (held..=self.frame)
+                .map(|f| block_rect(width, height, f))
+                .chain([counter_rect(width, height)])
+                .collect(),
+            _ => vec![self.full_rect()],
+        };
+        self.draw(back, &redraw);
+        self.holds[back] = Some(self.frame);
+        self.front = back;
         damage
     }
 
@@ -326,9 +435,9 @@ impl DemoGuest {
         }
     }
 
-    /// Redraws `rects` (picture coordinates) of the current frame.
-    fn draw(&mut self, rects: &[Rect]) {
-        let desc = self.desc();
+    /// Redraws `rects` (picture coordinates) of the current frame into buffer `index`.
+    fn draw(&mut self, index: usize, rects: &[Rect]) {
+        let desc = self.buffer_desc(index);
         let DemoConfig {
             width,
             height,
@@ -392,5 +501,94 @@ impl DemoGuest {
                 self.write_fb(&desc.ranges, fb_offset, &[cb, cr]);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Buffer `index`'s picture, as (R, G, B) per pixel (XRGB8888, not scattered).
+    fn picture(guest: &DemoGuest, index: usize) -> Vec<[u8; 3]> {
+        let desc = guest.buffer_desc(index);
+        let base = desc.ranges[0].addr as usize;
+        let ram = guest.ram.as_slice();
+        let (width, height) = (guest.config.width, guest.config.height);
+        let mut out = Vec::new();
+        for y in 0..height {
+            for x in 0..width {
+                let at = base + (y * guest.stride + x * 4) as usize;
+                out.push([ram[at + 2], ram[at + 1], ram[at]]);
+            }
+        }
+        out
+    }
+
+    fn expected(width: u32, height: u32, frame: u64) -> Vec<[u8; 3]> {
+        (0..height)
+            .flat_map(|y| (0..width).map(move |x| pattern_rgb(width, height, frame, x, y)))
+            .collect()
+    }
+
+    #[test]
+    fn double_buffered_guest_draws_into_the_back_buffer_and_flips() {
+        let (width, height) = (96, 64);
+        let mut guest = DemoGuest::new(DemoConfig {
+            width,
+            height,
+            stride_padding: 16,
+            buffers: 2,
+            ..DemoConfig::default()
+        })
+        .expect("demo guest");
+        assert_eq!(guest.buffer_count(), 2);
+        assert_eq!((guest.front_index(), guest.front_buffer_id()), (0, 1));
+        assert_eq!(guest.back_buffer_id(), 2);
+        let (first, second) = (guest.buffer_desc(0), guest.buffer_desc(1));
+        assert!(second.ranges[0].addr >= first.ranges[0].addr + first.ranges[0].len);
+        assert_eq!(second.ranges[0].addr % sys::page_size(), 0);
+        assert_eq!(picture(&guest, 0), expected(width, height, 0));
+        for frame in 1..=9u64 {
+            let front_before = picture(&guest, guest.front_index());
+            let damage = guest.step();
+            assert_eq!(guest.frame(), frame);
+            let front = guest.front_index();
+            assert_eq!(front, (frame % 2) as usize, "flips every frame");
+            assert_eq!(guest.desc(), guest.buffer_desc(front));
+            assert_eq!(guest.frame_in_buffer(front), Some(frame));
+            assert_eq!(guest.frame_in_buffer(1 - front), Some(frame - 1));
+            // The new front buffer is exactly the new picture…
+            assert_eq!(picture(&guest, front), expected(width, height, frame));
+            // …the old front was not touched…
+            assert_eq!(picture(&guest, 1 - front), front_before);
+            // …and the damage covers every pixel that changed between the pictures.
+            let old = expected(width, height, frame - 1);
+            let new = expected(width, height, frame);
+            for (i, (a, b)) in old.iter().zip(&new).enumerate() {
+                if a != b {
+                    let (x, y) = (i as u32 % width, i as u32 / width);
+                    assert!(
+                        damage.iter().any(|r| contains(*r, x, y)),
+                        "frame {frame}: ({x}, {y}) changed outside the damage"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn single_buffered_guest_draws_in_place() {
+        let mut guest = DemoGuest::new(DemoConfig {
+            width: 64,
+            height: 48,
+            ..DemoConfig::default()
+        })
+        .expect("demo guest");
+        assert_eq!(guest.back_buffer_id(), guest.front_buffer_id());
+        let desc = guest.desc();
+        guest.step();
+        assert_eq!(guest.desc(), desc);
+        assert_eq!(guest.front_index(), 0);
+        assert_eq!(picture(&guest, 0), expected(64, 48, 1));
     }
 }

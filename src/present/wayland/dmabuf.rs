@@ -14,6 +14,14 @@
 //! visible rect and scaled to fit by its own viewport. `y0_top == false` is shown with
 //! the `flipped_180` buffer transform (a vertical flip). Host-only fallback: without `/dev/udmabuf` a single-piece
 //! memfd export is sent as a linear dma-buf (see [`crate::import::dmabuf`]).
+//!
+//! Back-pressure: the compositor reads the guest's memory itself, whenever it repaints
+//! (weston's GL renderer samples the dma-buf at repaint, after our frame callback), so a
+//! frame callback does not mean the buffer is free. A buffer is free once the compositor
+//! sends `wl_buffer.release`: [`DmabufPresenter::is_released`] says so per buffer id and
+//! [`PresenterEvent::BufferReleased`] reports it. A guest that double-buffers draws only
+//! into a released buffer; one live buffer, attached again and again, is never released
+//! and tears.
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -36,7 +44,7 @@ use smithay_client_toolkit::shm::slot::{Buffer, SlotPool};
 use smithay_client_toolkit::shm::{Shm, ShmHandler};
 use smithay_client_toolkit::subcompositor::SubcompositorState;
 use smithay_client_toolkit::{delegate_dispatch2, delegate_registry, registry_handlers};
-use wayland_client::backend::WaylandError;
+use wayland_client::backend::{ObjectId, WaylandError};
 use wayland_client::globals::{registry_queue_init, GlobalError};
 use wayland_client::protocol::{wl_buffer, wl_output, wl_shm, wl_subsurface, wl_surface};
 use wayland_client::{Connection, Dispatch, EventQueue, Proxy, QueueHandle};
@@ -124,6 +132,9 @@ struct App {
     feedback_formats: Option<BTreeSet<(u32, u64)>>,
     feedback: Option<zwp_linux_dmabuf_feedback_v1::ZwpLinuxDmabufFeedbackV1>,
     creations: HashMap<u32, Creation>,
+    /// wl_buffers attached and not yet released by the compositor: (buffer id,
+    /// generation).
+    held: HashMap<ObjectId, (u64, u64)>,
     window: Window,
     parent_viewport: wp_viewport::WpViewport,
     child: wl_surface::WlSurface,
@@ -288,6 +299,7 @@ impl DmabufPresenter {
             feedback_formats: None,
             feedback,
             creations: HashMap::new(),
+            held: HashMap::new(),
             window,
             parent_viewport,
             child,
@@ -366,10 +378,21 @@ impl DmabufPresenter {
         self.cache.len()
     }
 
+    /// Whether the compositor holds no `wl_buffer` of `buffer_id`: never attached, or
+    /// released (`wl_buffer.release`) since it was last attached, or forgotten. A guest
+    /// buffer may be drawn into only then; the compositor may read it until then.
+    pub fn is_released(&self, buffer_id: u64) -> bool {
+        !self.app.held.values().any(|&(id, _)| id == buffer_id)
+    }
+
     /// Destroys the cached `wl_buffer` of a buffer (revoked or replaced export).
+    ///
+    /// A buffer the compositor still holds counts as released afterwards, though the
+    /// compositor may still read its memory until its next repaint.
     pub fn forget(&mut self, buffer_id: u64) -> bool {
         match self.cache.remove(&buffer_id) {
             Some(cached) => {
+                self.app.held.remove(&cached.buffer.id());
                 cached.buffer.destroy();
                 let _ = self.flush();
                 true
@@ -544,6 +567,10 @@ impl DmabufPresenter {
             self.transform = Some(transform);
         }
         child.attach(Some(&buffer), 0, 0);
+        // Held from this commit until the compositor releases it.
+        self.app
+            .held
+            .insert(buffer.id(), (export.buffer_id(), export.generation()));
         let clipped: Vec<Rect> = damage
             .iter()
             .filter_map(|r| r.clip(width, height))
@@ -627,8 +654,14 @@ impl DmabufHandler for App {
             .insert(params.id().protocol_id(), Creation::Failed);
     }
 
-    fn released(&mut self, _: &Connection, _: &QueueHandle<Self>, _: &wl_buffer::WlBuffer) {
-        // The guest's buffer is shown in place; a release needs no action.
+    fn released(&mut self, _: &Connection, _: &QueueHandle<Self>, buffer: &wl_buffer::WlBuffer) {
+        // The compositor no longer reads this guest buffer: the guest may draw into it.
+        if let Some((buffer_id, generation)) = self.held.remove(&buffer.id()) {
+            self.events.push(PresenterEvent::BufferReleased {
+                buffer_id,
+                generation,
+            });
+        }
     }
 }
 

@@ -6,6 +6,11 @@
 //! and letterboxes). The EGL window is `window size × output scale` device pixels.
 //! Frames are paced by the surface's frame callbacks; EGL's own wait is switched off
 //! (`eglSwapInterval(0)`) so that `eglSwapBuffers` never blocks the caller.
+//!
+//! Guest memory is read only by our own GL draw: [`EglPresenter::present`] ends with
+//! `glFinish` after `eglSwapBuffers`, so when it returns the GPU (or llvmpipe) has
+//! finished sampling the export and the guest may write into that buffer again. The
+//! compositor only ever reads our EGL window's buffers, never the guest's.
 
 use std::ffi::c_void;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -362,6 +367,9 @@ impl EglPresenter {
     ///
     /// Call only when [`is_ready`](Self::is_ready); otherwise nothing is drawn and
     /// `Ok(false)` is returned. On an import error the window keeps its last frame.
+    ///
+    /// When this returns `Ok(true)` the export's memory is no longer read (the draw is
+    /// followed by `glFinish`): the guest may draw into that buffer right away.
     pub fn present(
         &mut self,
         export: Option<&ExportedFramebuffer>,
@@ -398,6 +406,11 @@ impl EglPresenter {
                 call: "eglSwapBuffers",
                 error,
             })?;
+        // Back-pressure: the draw sampled guest memory; wait until it is done so the
+        // guest may overwrite the buffer as soon as present() returns. (The swap only
+        // flushes; a GPU or llvmpipe may still be reading the dma-buf.)
+        // SAFETY: the importer's context is current on this thread (made so above).
+        unsafe { glow::HasContext::finish(gl) };
         self.app.frame_pending = true;
         self.app.resized = false;
         if let Some((_, export)) = texture {

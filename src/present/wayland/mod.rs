@@ -66,6 +66,15 @@ pub enum PresenterEvent {
         /// The compositor's timestamp in milliseconds (arbitrary base).
         time_ms: u32,
     },
+    /// The compositor let go of a guest buffer it was showing (`wl_buffer.release` of
+    /// the passthrough presenter's buffer): the guest may draw into it again. Only
+    /// [`DmabufPresenter`] reports this; see [`DmabufPresenter::is_released`].
+    BufferReleased {
+        /// The export's buffer id.
+        buffer_id: u64,
+        /// The export's generation.
+        generation: u64,
+    },
 }
 
 /// Errors of the Wayland presenters.
