@@ -48,7 +48,7 @@ mod viewer {
         DmabufPresenter, PresenterEvent, PresenterOptions, ShmPresenter, WindowOptions,
     };
     use guestfb::rect::Rect;
-    use guestfb::source::demo::{DemoConfig, DemoGuest, FIRST_BUFFER_ID};
+    use guestfb::source::demo::{Buffering, DemoConfig, DemoGuest, FIRST_BUFFER_ID};
 
     /// Which rendering path shows the guest.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -406,10 +406,10 @@ mod viewer {
         let zero_copy_possible = args.gl != GlMode::Off && args.present != PresentMode::Shm;
         let kms = matches!(args.output, Output::Kms(_))
             || (args.output == Output::Auto && std::env::var_os("WAYLAND_DISPLAY").is_none());
-        let buffers = if (zero_copy_possible || kms) && !args.single_buffer {
-            2
+        let buffering = if (zero_copy_possible || kms) && !args.single_buffer {
+            Buffering::Double
         } else {
-            1
+            Buffering::Single
         };
         let mut guest = DemoGuest::new(DemoConfig {
             width,
@@ -419,7 +419,7 @@ mod viewer {
             y0_top: !args.y0_bottom,
             hugetlb: args.hugetlb.then_some(2 << 20),
             scattered: args.scattered,
-            buffers,
+            buffering,
         })?;
         let pins = PinManager::new(PinPolicy::default());
         println!(

@@ -23,7 +23,7 @@ use guestfb::import::CpuMapping;
 use guestfb::present::gl::{DrawParams, Filter, GlRenderer, OffscreenTarget};
 use guestfb::rect::Rect;
 use guestfb::rect::Rect as PictureRect;
-use guestfb::source::demo::{DemoConfig, DemoGuest};
+use guestfb::source::demo::{Buffering, DemoConfig, DemoGuest};
 
 const MIB: u64 = 1 << 20;
 const I915_X_TILED: u64 = 0x0100_0000_0000_0001;
@@ -156,7 +156,7 @@ fn demo(format: PixelFormat, hugetlb: bool, y0_top: bool) -> (DemoGuest, Exporte
         y0_top,
         hugetlb: hugetlb.then_some(2 * MIB),
         scattered: false,
-        buffers: 1,
+        buffering: Buffering::Single,
     })
     .expect("demo guest");
     let exporter = Exporter::new(guest.memory().clone(), PinManager::new(unlimited()));

@@ -20,7 +20,7 @@ use guestfb::present::wayland::{
     DmabufPresenter, EglPresenter, GlPresentError, PassthroughError, PresenterEvent, WindowOptions,
 };
 use guestfb::rect::Rect;
-use guestfb::source::demo::{pattern_rgb, DemoConfig, DemoGuest, FIRST_BUFFER_ID};
+use guestfb::source::demo::{pattern_rgb, Buffering, DemoConfig, DemoGuest, FIRST_BUFFER_ID};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -307,7 +307,7 @@ fn passthrough_double_buffered_guest_draws_only_into_released_buffers() {
     let weston = Weston::start(WestonConfig::kiosk(w, h, Renderer::Gl));
     let mut presenter = passthrough(&weston, w, h);
     let guest = Guest::new(DemoConfig {
-        buffers: 2,
+        buffering: Buffering::Double,
         ..config(w, h, PixelFormat::Xrgb8888, true)
     });
     let mut demo = guest.guest;

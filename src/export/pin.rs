@@ -4,7 +4,8 @@
 //! The kernel does none of this bookkeeping for udmabuf: it charges no locked_vm, and a
 //! `FALLOC_FL_PUNCH_HOLE` of a pinned range succeeds and silently disconnects the
 //! display's pages from the guest's (verified on 6.12). So guestfb keeps the books:
-//! every pin goes through [`PinManager::pin`], and every discard through
+//! every pin goes through the pin manager (via
+//! [`Exporter::export`](super::Exporter::export)), and every discard through
 //! [`PinManager::discard`].
 
 use std::collections::BTreeMap;
@@ -65,7 +66,9 @@ fn has_cap_ipc_lock() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
-            let hex = status.lines().find_map(|line| line.strip_prefix("CapEff:"))?;
+            let hex = status
+                .lines()
+                .find_map(|line| line.strip_prefix("CapEff:"))?;
             u64::from_str_radix(hex.trim(), 16).ok()
         })
         .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)

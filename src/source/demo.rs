@@ -6,7 +6,7 @@
 //! black) down the frame, an orange block that moves one step per frame along a diagonal,
 //! and the frame counter as 16 binary cells (white = 1) along the bottom-left.
 //!
-//! With [`DemoConfig::buffers`] = 2 the guest double-buffers like a virtio-gpu driver
+//! With [`Buffering::Double`] the guest double-buffers like a virtio-gpu driver
 //! with two resources: [`DemoGuest::step`] draws the next frame into the back buffer
 //! and then flips, so the buffer on display is never written. The caller must only
 //! step once the display has let go of the back buffer (the compositor released its
@@ -26,7 +26,7 @@ use crate::sys::{self, SysError};
 /// With two buffers the second follows the first, page aligned.
 pub const FRAMEBUFFER_BASE: u64 = 2 << 20;
 
-/// The buffer id of the first framebuffer; the second (with `buffers: 2`) is
+/// The buffer id of the first framebuffer; the second (with [`Buffering::Double`]) is
 /// `FIRST_BUFFER_ID + 1`. Pass these to [`crate::export::Exporter::export`] so that each
 /// guest buffer is exported (and cached by presenters) once.
 pub const FIRST_BUFFER_ID: u64 = 1;
@@ -48,10 +48,30 @@ pub struct DemoConfig {
     pub hugetlb: Option<u64>,
     /// Describe the framebuffer as two ranges in reverse guest order (a scatter list).
     pub scattered: bool,
-    /// Framebuffers in guest RAM: 1 (one live buffer, redrawn in place) or 2 (double
-    /// buffering: draw into the back buffer, then flip). [`DemoGuest::new`] panics on
-    /// other values.
-    pub buffers: u32,
+    /// One live framebuffer redrawn in place, or two (draw the back, then flip).
+    pub buffering: Buffering,
+}
+
+/// How many framebuffers the demo guest keeps in its RAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Buffering {
+    /// One framebuffer, redrawn in place (a display copying it sees no tearing; one
+    /// reading it live can).
+    #[default]
+    Single,
+    /// Two framebuffers: the next frame is drawn into the back one, then they flip,
+    /// like a guest driver with two scanout resources.
+    Double,
+}
+
+impl Buffering {
+    /// Number of framebuffers.
+    pub fn count(self) -> u32 {
+        match self {
+            Self::Single => 1,
+            Self::Double => 2,
+        }
+    }
 }
 
 impl Default for DemoConfig {
@@ -64,7 +84,7 @@ impl Default for DemoConfig {
             y0_top: true,
             hugetlb: None,
             scattered: false,
-            buffers: 1,
+            buffering: Buffering::Single,
         }
     }
 }
@@ -189,15 +209,7 @@ pub struct DemoGuest {
 impl DemoGuest {
     /// Creates guest RAM and draws frame 0 into the front buffer (buffer id
     /// [`FIRST_BUFFER_ID`]).
-    ///
-    /// # Panics
-    /// If `config.buffers` is not 1 or 2.
     pub fn new(config: DemoConfig) -> Result<Self, ExportError> {
-        assert!(
-            (1..=2).contains(&config.buffers),
-            "the demo guest has 1 or 2 framebuffers, not {}",
-            config.buffers
-        );
         let bytes_per_pixel = config.format.bytes_per_pixel();
         let stride = config.width * bytes_per_pixel + config.stride_padding;
         let mut planes = vec![PlaneDesc { offset: 0, stride }];
@@ -214,7 +226,7 @@ impl DemoGuest {
         // RAM: 2 MiB before the framebuffers, the framebuffers (each starting on a
         // page), one spare page after.
         let fb_slot = fb_len.next_multiple_of(page);
-        let last_base = FRAMEBUFFER_BASE + fb_slot * u64::from(config.buffers - 1);
+        let last_base = FRAMEBUFFER_BASE + fb_slot * u64::from(config.buffering.count() - 1);
         let ram_size = (last_base + fb_len).next_multiple_of(page) + page;
         let memfd = match config.hugetlb {
             Some(page_size) => Memfd::create_hugetlb("guestfb-demo-ram", page_size)?,
@@ -280,7 +292,7 @@ impl DemoGuest {
 
     /// Number of framebuffers (1 or 2).
     pub fn buffer_count(&self) -> u32 {
-        self.config.buffers
+        self.config.buffering.count()
     }
 
     /// Index (0 or 1) of the buffer on display: the one [`desc`](Self::desc) describes.
@@ -303,7 +315,7 @@ impl DemoGuest {
     }
 
     fn back_index(&self) -> usize {
-        if self.config.buffers == 2 {
+        if self.config.buffering == Buffering::Double {
             1 - self.front
         } else {
             0
@@ -341,9 +353,9 @@ impl DemoGuest {
     /// If `index` is not a buffer of this guest.
     pub fn buffer_desc(&self, index: usize) -> FramebufferDesc {
         assert!(
-            index < self.config.buffers as usize,
+            index < self.config.buffering.count() as usize,
             "buffer {index} of a {}-buffer guest",
-            self.config.buffers
+            self.config.buffering.count()
         );
         let base = FRAMEBUFFER_BASE + self.fb_slot * index as u64;
         let ranges = if self.config.scattered {
@@ -537,7 +549,7 @@ mod tests {
             width,
             height,
             stride_padding: 16,
-            buffers: 2,
+            buffering: Buffering::Double,
             ..DemoConfig::default()
         })
         .expect("demo guest");
