@@ -7,7 +7,8 @@
 //!
 //! gl=on, per presented frame (the import is cached after the first frame, as in the
 //! viewer): `EglImporter::import_export` (a cache hit) + `GlRenderer::draw` of the
-//! whole frame into an offscreen target of the same size + `glFinish`.
+//! whole frame into a window-sized offscreen target (`--window`, 1920×1080 by default:
+//! the viewer's window does not grow with the guest's frame) + `glFinish`.
 //! gl=off, per frame: `convert::blit` of the whole frame into a wl_shm-sized buffer.
 //!
 //! Times are CPU times (`clock_gettime` thread and process CPU clocks), not wall time: llvmpipe rasterises on the CPU,
@@ -69,8 +70,8 @@ fn per_frame(d: Duration, frames: u32) -> f64 {
 
 fn measure(
     gl: &mut (EglImporter, GlRenderer),
-    width: u32,
-    height: u32,
+    (width, height): (u32, u32),
+    (window_width, window_height): (u32, u32),
     frames: u32,
 ) -> Result<Costs, Box<dyn std::error::Error>> {
     let mut guest = DemoGuest::new(DemoConfig {
@@ -88,7 +89,7 @@ fn measure(
     // Each size has its own exporter, whose first export is again (buffer 1,
     // generation 1): drop the previous size's image so the cache cannot confuse them.
     importer.clear();
-    let target = OffscreenTarget::new(importer.gl(), width, height)?;
+    let target = OffscreenTarget::new(importer.gl(), window_width, window_height)?;
     let params = DrawParams {
         src: Rect {
             x: 0,
@@ -97,8 +98,8 @@ fn measure(
             height,
         },
         y0_top: true,
-        target_width: width,
-        target_height: height,
+        target_width: window_width,
+        target_height: window_height,
         filter: Filter::Nearest,
     };
     let finish = |importer: &EglImporter| {
@@ -176,15 +177,26 @@ fn measure(
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut frames = 40u32;
+    let mut window = (1920, 1080);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--frames" => frames = args.next().ok_or("--frames N")?.parse()?,
+            "--window" => {
+                let text = args.next().ok_or("--window WxH")?;
+                let (w, h) = text.split_once('x').ok_or("--window WxH")?;
+                window = (w.parse()?, h.parse()?);
+            }
             other => return Err(format!("unknown argument {other:?}").into()),
         }
     }
     let importer = EglImporter::headless()?;
-    println!("EGL: {:?}; {frames} frames per size", importer.platform());
+    println!(
+        "EGL: {:?}; {frames} frames per size; window {}x{}",
+        importer.platform(),
+        window.0,
+        window.1
+    );
     let renderer = GlRenderer::new(importer.gl())?;
     let mut gl = (importer, renderer);
     let sizes = [(1920, 1080), (3840, 2160)];
@@ -194,7 +206,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "size", "gl submit", "gl total", "gl wall", "blit cpu", "blit wall"
     );
     for (width, height) in sizes {
-        let c = measure(&mut gl, width, height, frames)?;
+        let c = measure(&mut gl, (width, height), window, frames)?;
         println!(
             "{:>10} | {:>12.3} {:>12.3} {:>12.3} | {:>12.3} {:>12.3}",
             format!("{width}x{height}"),

@@ -56,6 +56,15 @@ fi
 # --- 3. guest kernel and initramfs --------------------------------------------------------
 scripts/guest/setup.sh
 
+# --- lint: the code standard is part of the suite ------------------------------------------
+lint_rc=0
+echo "test: lint: cargo fmt --check, cargo clippy --all-targets --all-features -D warnings"
+{ cargo fmt --check && cargo clippy --all-targets --all-features -- -D warnings; } 2>&1 \
+    | tail -n 40 || lint_rc=$?
+if ((lint_rc != 0)); then
+    echo "test: FAIL: lint" >&2
+fi
+
 # --- 4. host tier ---------------------------------------------------------------------------
 host_tests=()
 guest_tests=()
@@ -81,6 +90,7 @@ host_passed=$(passed_in "$LOGS/host.log")
 host_seconds=$((SECONDS - start))
 echo "test: host tier: $host_passed passed, exit $host_rc, ${host_seconds} s"
 ((host_rc == 0)) || status=1
+((lint_rc == 0)) || status=1
 
 # --- 5. guest tier -----------------------------------------------------------------------
 start=$SECONDS
@@ -111,6 +121,7 @@ if ((guest_passed == 0)); then
 fi
 
 cat >"$REPORT" <<EOF
+lint_exit=$lint_rc
 host_passed=$host_passed
 host_exit=$host_rc
 host_seconds=$host_seconds
