@@ -17,6 +17,8 @@
 //! a listener calls [`KmsPresenter::release`], which moves the plane off the buffer with
 //! a blocking commit and closes the framebuffer and GEM handle before it returns.
 
+#[cfg(feature = "egl")]
+mod glfill;
 mod probe;
 mod writeback;
 
@@ -43,6 +45,8 @@ use crate::import::ImportError;
 use crate::rect::Rect;
 use crate::sys::SysError;
 
+#[cfg(feature = "egl")]
+pub use glfill::{GlFill, GlFillError};
 pub use probe::probe_hugetlb_vmap_quirk;
 pub use writeback::{Writeback, WritebackTarget};
 
@@ -1008,7 +1012,16 @@ impl FillTarget<'_> {
         PixelFormat::Xrgb8888
     }
 
-    /// The buffer as a dma-buf (what a GL renderer imports as its render target).
+    /// Bytes from one row to the next.
+    pub fn stride(&self) -> u32 {
+        match &self.inner {
+            CopyBuffer::Gbm(bo) => bo.stride(),
+            CopyBuffer::Dumb(dumb) => dumb.pitch(),
+        }
+    }
+
+    /// The buffer as a dma-buf (what a GL renderer imports as its render target):
+    /// linear, [`FillTarget::format`], [`FillTarget::stride`], offset 0.
     pub fn dmabuf(&self) -> Result<OwnedFd, KmsError> {
         match &self.inner {
             CopyBuffer::Gbm(bo) => bo.fd().map_err(|error| KmsError::Gbm {
@@ -1056,6 +1069,20 @@ pub trait FrameFill: Send + std::fmt::Debug {
         export: &ExportedFramebuffer,
         target: &mut FillTarget<'_>,
     ) -> Result<(), KmsError>;
+    /// The name of what drew the last frame (a fill may fall back to another per
+    /// frame); [`FrameFill::name`] unless the fill says otherwise.
+    fn last_used(&self) -> &'static str {
+        self.name()
+    }
+    /// Drops whatever the fill keeps of `buffer_id` up to `generation` (that export
+    /// was revoked: an imported image would keep its pages pinned).
+    fn forget(&mut self, buffer_id: BufferId, generation: u64) {
+        let _ = (buffer_id, generation);
+    }
+    /// Decisions since the last call, for the presenter's log.
+    fn take_notes(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The CPU fill: blits the export through [`crate::import::CpuMapping`] into XRGB8888
@@ -1198,6 +1225,8 @@ pub struct KmsPresenter {
     gbm: Option<gbm::Device<Card>>,
     gbm_failed: Option<String>,
     fill: Box<dyn FrameFill>,
+    /// No fill was chosen by the caller: the first copy-path frame picks one.
+    fill_auto: bool,
     card: Card,
     pipe: Pipe,
     kernel: String,
@@ -1244,6 +1273,7 @@ impl KmsPresenter {
             gbm: None,
             gbm_failed: None,
             fill: Box::new(CpuFill),
+            fill_auto: true,
             card,
             pipe,
             kernel: semantics.kernel.clone(),
@@ -1295,9 +1325,40 @@ impl KmsPresenter {
         self.current.as_ref().map(|scanout| scanout.fb.handle)
     }
 
-    /// Replaces the fill the copy path uses (a GL renderer, later).
+    /// Replaces the fill the copy path uses. Without a call, the first copy-path frame
+    /// picks one: [`GlFill`] where a headless EGL display imports and renders (feature
+    /// `egl`), else [`CpuFill`]; the choice is in [`KmsPresenter::log`].
     pub fn set_fill(&mut self, fill: Box<dyn FrameFill>) {
         self.fill = fill;
+        self.fill_auto = false;
+    }
+
+    /// The fill the copy path uses now (`"cpu"` until an automatic choice was made).
+    pub fn fill_name(&self) -> &'static str {
+        self.fill.name()
+    }
+
+    /// Picks the copy path's fill on first use (see [`KmsPresenter::set_fill`]).
+    fn choose_fill(&mut self) {
+        if !self.fill_auto {
+            return;
+        }
+        self.fill_auto = false;
+        #[cfg(feature = "egl")]
+        match GlFill::new() {
+            Ok(fill) => {
+                self.note(format!(
+                    "copy path fill: gl (EGL dma-buf import on {:?})",
+                    fill.platform()
+                ));
+                self.fill = Box::new(fill);
+            }
+            Err(error) => self.note(format!(
+                "copy path fill: cpu (GL fill unavailable: {error})"
+            )),
+        }
+        #[cfg(not(feature = "egl"))]
+        self.note("copy path fill: cpu (built without feature egl)".into());
     }
 
     /// How long to wait for a page-flip event.
@@ -1489,6 +1550,7 @@ impl KmsPresenter {
                 }
             }
             ScanoutPath::Copy(reason) => {
+                self.choose_fill();
                 self.note(format!(
                     "buffer {} ({} {}x{}): copy path ({reason:?}), fill {}",
                     export.buffer_id(),
@@ -1498,8 +1560,11 @@ impl KmsPresenter {
                     self.fill.name()
                 ));
                 let mut copy = self.copy_buffer(visible.width, visible.height)?;
-                self.fill
-                    .fill(export, &mut FillTarget { inner: &mut copy })?;
+                let filled = self.fill.fill(export, &mut FillTarget { inner: &mut copy });
+                for line in self.fill.take_notes() {
+                    self.note(line);
+                }
+                filled?;
                 let fb = copy.add_fb(&self.card)?;
                 let src = Rect {
                     x: 0,
@@ -1527,7 +1592,7 @@ impl KmsPresenter {
             path: scanout.path,
             fill: match scanout.path {
                 ScanoutPath::Direct => None,
-                ScanoutPath::Copy(_) => Some(self.fill.name()),
+                ScanoutPath::Copy(_) => Some(self.fill.last_used()),
             },
             without_longterm_pin,
             scaled: scanout.placement.is_scaled(),
@@ -1662,6 +1727,7 @@ impl KmsPresenter {
     /// Call it from a [`PinManager::on_revoke`] listener (the presenter behind an
     /// `Arc<Mutex<_>>`): the listener runs before the discard punches the hole.
     pub fn release(&mut self, buffer_id: BufferId, generation: u64) -> Result<Released, KmsError> {
+        self.fill.forget(buffer_id, generation);
         let matches = |scanout: &Option<Scanout>| {
             scanout.as_ref().is_some_and(|scanout| {
                 scanout.buffer_id == buffer_id && scanout.generation == generation
