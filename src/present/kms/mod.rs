@@ -991,6 +991,7 @@ pub enum ScanoutPath {
 /// XRGB8888), or a dumb buffer where gbm is unavailable.
 pub struct FillTarget<'a> {
     inner: &'a mut CopyBuffer,
+    card: &'a Card,
 }
 
 impl std::fmt::Debug for FillTarget<'_> {
@@ -1023,19 +1024,14 @@ impl FillTarget<'_> {
     /// The buffer as a dma-buf (what a GL renderer imports as its render target):
     /// linear, [`FillTarget::format`], [`FillTarget::stride`], offset 0.
     pub fn dmabuf(&self) -> Result<OwnedFd, KmsError> {
-        match &self.inner {
-            CopyBuffer::Gbm(bo) => bo.fd().map_err(|error| KmsError::Gbm {
-                what: "gbm_bo_get_fd".into(),
-                source: io::Error::other(error.to_string()),
-            }),
-            CopyBuffer::Dumb(dumb) => dumb
-                .card
-                .buffer_to_prime_fd(
-                    buffer::Buffer::handle(dumb.buffer()),
-                    libc::O_CLOEXEC as u32,
-                )
-                .map_err(ioctl("DRM_IOCTL_PRIME_HANDLE_TO_FD")),
-        }
+        // O_RDWR: a renderer that maps the dma-buf (llvmpipe does) needs a writable
+        // mapping; gbm_bo_get_fd and a plain PRIME export give a read-only one.
+        let (card, handle) = match &self.inner {
+            CopyBuffer::Gbm(bo) => (self.card, buffer::Buffer::handle(bo)),
+            CopyBuffer::Dumb(dumb) => (&dumb.card, buffer::Buffer::handle(dumb.buffer())),
+        };
+        card.buffer_to_prime_fd(handle, (libc::O_CLOEXEC | libc::O_RDWR) as u32)
+            .map_err(ioctl("DRM_IOCTL_PRIME_HANDLE_TO_FD (O_RDWR)"))
     }
 
     /// Runs `f` over the CPU-mapped pixels and the stride in bytes.
@@ -1560,7 +1556,13 @@ impl KmsPresenter {
                     self.fill.name()
                 ));
                 let mut copy = self.copy_buffer(visible.width, visible.height)?;
-                let filled = self.fill.fill(export, &mut FillTarget { inner: &mut copy });
+                let filled = self.fill.fill(
+                    export,
+                    &mut FillTarget {
+                        inner: &mut copy,
+                        card: &self.card,
+                    },
+                );
                 for line in self.fill.take_notes() {
                     self.note(line);
                 }
