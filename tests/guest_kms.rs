@@ -178,9 +178,10 @@ fn copy_path_converts_a_format_the_plane_lacks() {
     let status = presenter.present(&export).unwrap();
     assert_eq!(status.path, ScanoutPath::Copy(CopyReason::FormatNotOnPlane));
     // The automatic fill is GL (headless EGL in the guest); llvmpipe does not import
-    // BGR888, so this frame falls back to the CPU fill, and the log says why.
+    // BGR888, so the frame falls back to the CPU fill, and the log says why.
     assert_eq!(status.fill, Some("cpu"));
     eprintln!("copy path log: {:?}", presenter.log());
+    assert_demo_frame(&capture.take(&presenter), 1, "BGR888 through the copy path");
     #[cfg(feature = "egl")]
     if presenter.fill_name() == "gl" {
         assert!(
@@ -191,8 +192,18 @@ fn copy_path_converts_a_format_the_plane_lacks() {
             "{:?}",
             presenter.log()
         );
+        // A second frame of the same format goes straight to the CPU fill, and the log
+        // does not grow.
+        let lines = presenter.log().len();
+        guest.step();
+        let export = exporter
+            .export(3, &guest.desc(), PinPurpose::Scanout)
+            .unwrap();
+        let status = presenter.present(&export).unwrap();
+        assert_eq!(status.fill, Some("cpu"));
+        assert_demo_frame(&capture.take(&presenter), 2, "BGR888, second frame");
+        assert_eq!(presenter.log().len(), lines, "{:?}", presenter.log());
     }
-    assert_demo_frame(&capture.take(&presenter), 1, "BGR888 through the copy path");
     presenter.shutdown().unwrap();
 }
 

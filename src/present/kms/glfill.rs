@@ -5,14 +5,16 @@
 //! crate: format conversion and the y flip happen in the draw.
 //!
 //! Formats EGL cannot import (e.g. BGR888/RGB888 on llvmpipe, NV12 where
-//! `eglCreateImage` answers `EGL_BAD_ALLOC`) go through [`CpuFill`] for that frame, with
-//! the reason in the presenter's log. If the scanout buffer itself cannot be imported or
+//! `eglCreateImage` answers `EGL_BAD_ALLOC`) go through [`CpuFill`], with the reason in
+//! the presenter's log once; the format is not tried with EGL again. Other failures
+//! (a revoked export, a draw error) fall back for that frame only. If the scanout buffer itself cannot be imported or
 //! rendered to, the fill stays on the CPU from then on.
 //!
 //! The EGL context is current only inside [`GlFill`]'s own calls: whatever context the
 //! thread had before is made current again before they return, so the fill can move
 //! between threads with the presenter.
 
+use std::collections::HashMap;
 use std::os::fd::AsFd;
 
 use glow::HasContext;
@@ -103,6 +105,9 @@ pub struct GlFill {
     serial: u64,
     last: &'static str,
     target_broken: Option<String>,
+    /// Formats EGL refused to import, with the reason: they go to the CPU fill
+    /// without another try (and without another log line).
+    cpu_formats: HashMap<PixelFormat, String>,
     notes: Vec<String>,
 }
 
@@ -173,6 +178,7 @@ impl GlFill {
             serial: 0,
             last: "gl",
             target_broken: None,
+            cpu_formats: HashMap::new(),
             notes: Vec::new(),
         })
     }
@@ -186,6 +192,11 @@ impl GlFill {
     /// then goes through the CPU fill.
     pub fn target_broken(&self) -> Option<&str> {
         self.target_broken.as_deref()
+    }
+
+    /// Formats EGL refused to import, with the reason; they are drawn by the CPU fill.
+    pub fn cpu_formats(&self) -> &HashMap<PixelFormat, String> {
+        &self.cpu_formats
     }
 
     /// Imports cached for guest buffers (tests and diagnostics).
@@ -341,19 +352,31 @@ impl FrameFill for GlFill {
         export: &ExportedFramebuffer,
         target: &mut FillTarget<'_>,
     ) -> Result<(), KmsError> {
-        if self.target_broken.is_none() {
+        let format = export.layout().format();
+        if self.target_broken.is_none() && !self.cpu_formats.contains_key(&format) {
             match self.draw(export, target) {
                 Ok(()) => {
                     self.last = "gl";
                     return Ok(());
                 }
-                Err(error) => self.notes.push(format!(
-                    "buffer {} ({} {}x{}): GL fill failed ({error}); CPU fill for this frame",
-                    export.buffer_id(),
-                    export.layout().format(),
-                    export.layout().width(),
-                    export.layout().height(),
-                )),
+                Err(error) => {
+                    let per_format =
+                        matches!(error, GlFillError::Import(ImportExportError::Egl(_)));
+                    self.notes.push(format!(
+                        "buffer {} ({format} {}x{}): GL fill failed ({error}); CPU fill for {}",
+                        export.buffer_id(),
+                        export.layout().width(),
+                        export.layout().height(),
+                        if per_format {
+                            "this format from now on"
+                        } else {
+                            "this frame"
+                        }
+                    ));
+                    if per_format {
+                        self.cpu_formats.insert(format, error.to_string());
+                    }
+                }
             }
         }
         self.last = "cpu";

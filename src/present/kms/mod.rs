@@ -1391,8 +1391,10 @@ impl KmsPresenter {
         &self.log
     }
 
+    /// Logs `line` unless it is among the last few lines (a decision repeated every
+    /// frame, possibly between other per-frame lines, is told once).
     fn note(&mut self, line: String) {
-        if self.log.last() != Some(&line) {
+        if !self.log.iter().rev().take(8).any(|seen| *seen == line) {
             eprintln!("guestfb kms: {line}");
             self.log.push(line);
         }
