@@ -13,6 +13,12 @@
 //! ([`Quirk::HugetlbVmapHeadPage`], or [`probe_hugetlb_vmap_quirk`] found it): the
 //! scanout engine would read the wrong pages there.
 //!
+//! The copy path's fill is [`GlFill`] (feature `egl`) where a headless EGL display
+//! imports both the export and the scanout buffer: the export's EGLImage texture is
+//! drawn into an FBO on the scanout buffer's EGLImage, no CPU copy. Formats EGL does not
+//! import go through [`CpuFill`]; the choice and every fallback are in
+//! [`KmsPresenter::log`], and [`PresentStatus::fill`] names what drew each frame.
+//!
 //! Revocation: the pin manager's revoke listeners run before a discard punches the hole;
 //! a listener calls [`KmsPresenter::release`], which moves the plane off the buffer with
 //! a blocking commit and closes the framebuffer and GEM handle before it returns.
