@@ -96,7 +96,9 @@ fn leave(importer: &EglImporter, previous: Binding) {
     };
 }
 
-/// Draws exports into scanout buffers with GL (see the [module docs](self)).
+/// Draws exports into scanout buffers with GL: the copy path of
+/// [`KmsPresenter`](super::KmsPresenter) without CPU copies (see the [`kms` module
+/// docs](crate::present::kms)).
 pub struct GlFill {
     renderer: Option<GlRenderer>,
     fbo: Option<glow::Framebuffer>,
