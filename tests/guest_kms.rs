@@ -177,9 +177,33 @@ fn copy_path_converts_a_format_the_plane_lacks() {
         .unwrap();
     let status = presenter.present(&export).unwrap();
     assert_eq!(status.path, ScanoutPath::Copy(CopyReason::FormatNotOnPlane));
+    // The automatic fill is GL (headless EGL in the guest); llvmpipe does not import
+    // BGR888, so the frame falls back to the CPU fill, and the log says why.
     assert_eq!(status.fill, Some("cpu"));
     eprintln!("copy path log: {:?}", presenter.log());
     assert_demo_frame(&capture.take(&presenter), 1, "BGR888 through the copy path");
+    #[cfg(feature = "egl")]
+    if presenter.fill_name() == "gl" {
+        assert!(
+            presenter
+                .log()
+                .iter()
+                .any(|line| line.contains("GL fill failed") && line.contains("CPU fill")),
+            "{:?}",
+            presenter.log()
+        );
+        // A second frame of the same format goes straight to the CPU fill, and the log
+        // does not grow.
+        let lines = presenter.log().len();
+        guest.step();
+        let export = exporter
+            .export(3, &guest.desc(), PinPurpose::Scanout)
+            .unwrap();
+        let status = presenter.present(&export).unwrap();
+        assert_eq!(status.fill, Some("cpu"));
+        assert_demo_frame(&capture.take(&presenter), 2, "BGR888, second frame");
+        assert_eq!(presenter.log().len(), lines, "{:?}", presenter.log());
+    }
     presenter.shutdown().unwrap();
 }
 
@@ -304,6 +328,122 @@ fn revoke_moves_the_plane_off_before_the_discard() {
     assert!(
         presenter.present(&export).is_err(),
         "a revoked export is refused"
+    );
+    presenter.shutdown().unwrap();
+}
+
+#[cfg(feature = "egl")]
+fn gl_demo_guest(format: PixelFormat, hugetlb: Option<u64>, y0_top: bool) -> DemoGuest {
+    DemoGuest::new(DemoConfig {
+        width: WIDTH,
+        height: HEIGHT,
+        format,
+        hugetlb,
+        y0_top,
+        ..DemoConfig::default()
+    })
+    .unwrap()
+}
+
+#[cfg(feature = "egl")]
+#[test]
+fn gl_fill_draws_formats_the_plane_lacks_exactly() {
+    use guestfb::present::kms::GlFill;
+    if !common::require_guest("gl_fill_draws_formats_the_plane_lacks_exactly") {
+        return;
+    }
+    // XBGR8888 / ABGR8888 are not on vkms's primary plane but llvmpipe imports them.
+    for (format, y0_top) in [
+        (PixelFormat::Xbgr8888, true),
+        (PixelFormat::Abgr8888, true),
+        (PixelFormat::Xbgr8888, false),
+    ] {
+        let what = format!("{format} y0_top={y0_top}");
+        let mut guest = gl_demo_guest(format, None, y0_top);
+        let exporter = Exporter::new(guest.memory().clone(), PinManager::new(unlimited()));
+        let mut presenter = presenter(&exporter);
+        presenter.set_fill(Box::new(GlFill::new().expect("headless EGL in the guest")));
+        let capture = Capture::new(presenter.card());
+        for frame in 0..2u64 {
+            let export = exporter
+                .export(11, &guest.desc(), PinPurpose::Scanout)
+                .unwrap();
+            let status = presenter.present(&export).unwrap();
+            eprintln!(
+                "{what} frame {frame}: {status:?}; log {:?}",
+                presenter.log()
+            );
+            assert!(
+                matches!(status.path, ScanoutPath::Copy(_)),
+                "{what}: {status:?}"
+            );
+            assert_eq!(status.fill, Some("gl"), "{what}: {:?}", presenter.log());
+            assert_demo_frame(
+                &capture.take(&presenter),
+                frame,
+                &format!("{what} through the GL fill, frame {frame}"),
+            );
+            guest.step();
+        }
+        presenter.shutdown().unwrap();
+    }
+}
+
+#[cfg(feature = "egl")]
+#[test]
+fn gl_fill_is_the_default_and_reported() {
+    if !common::require_guest("gl_fill_is_the_default_and_reported") {
+        return;
+    }
+    let guest = gl_demo_guest(PixelFormat::Xbgr8888, None, true);
+    let exporter = Exporter::new(guest.memory().clone(), PinManager::new(unlimited()));
+    let mut presenter = presenter(&exporter);
+    assert_eq!(
+        presenter.fill_name(),
+        "cpu",
+        "nothing chosen before a copy frame"
+    );
+    let capture = Capture::new(presenter.card());
+    let export = exporter
+        .export(12, &guest.desc(), PinPurpose::Scanout)
+        .unwrap();
+    let status = presenter.present(&export).unwrap();
+    eprintln!("default fill: {status:?}; log {:?}", presenter.log());
+    assert_eq!(status.path, ScanoutPath::Copy(CopyReason::FormatNotOnPlane));
+    assert_eq!(presenter.fill_name(), "gl");
+    assert_eq!(status.fill, Some("gl"));
+    assert!(presenter
+        .log()
+        .iter()
+        .any(|line| line.starts_with("copy path fill: gl")));
+    assert_demo_frame(&capture.take(&presenter), 0, "XBGR8888, default fill");
+    presenter.shutdown().unwrap();
+}
+
+#[cfg(feature = "egl")]
+#[test]
+fn gl_fill_avoids_the_hugetlb_vmap_quirk_exactly() {
+    use guestfb::present::kms::GlFill;
+    if !common::require_guest("gl_fill_avoids_the_hugetlb_vmap_quirk_exactly") {
+        return;
+    }
+    let guest = gl_demo_guest(PixelFormat::Xrgb8888, Some(2 << 20), true);
+    let exporter = Exporter::new(guest.memory().clone(), PinManager::new(unlimited()));
+    let mut presenter = presenter(&exporter);
+    assert!(presenter.probe_vmap_quirk().unwrap());
+    presenter.set_fill(Box::new(GlFill::new().expect("headless EGL in the guest")));
+    let capture = Capture::new(presenter.card());
+    let export = exporter
+        .export(13, &guest.desc(), PinPurpose::Scanout)
+        .unwrap();
+    let status = presenter.present(&export).unwrap();
+    eprintln!("hugetlb GL fill: {status:?}; log {:?}", presenter.log());
+    assert_eq!(status.path, ScanoutPath::Copy(CopyReason::HugetlbVmapQuirk));
+    assert_eq!(status.fill, Some("gl"));
+    assert_demo_frame(
+        &capture.take(&presenter),
+        0,
+        "hugetlb export through the GL fill",
     );
     presenter.shutdown().unwrap();
 }

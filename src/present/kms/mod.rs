@@ -13,10 +13,18 @@
 //! ([`Quirk::HugetlbVmapHeadPage`], or [`probe_hugetlb_vmap_quirk`] found it): the
 //! scanout engine would read the wrong pages there.
 //!
+//! The copy path's fill is [`GlFill`] (feature `egl`) where a headless EGL display
+//! imports both the export and the scanout buffer: the export's EGLImage texture is
+//! drawn into an FBO on the scanout buffer's EGLImage, no CPU copy. Formats EGL does not
+//! import go through [`CpuFill`]; the choice and every fallback are in
+//! [`KmsPresenter::log`], and [`PresentStatus::fill`] names what drew each frame.
+//!
 //! Revocation: the pin manager's revoke listeners run before a discard punches the hole;
 //! a listener calls [`KmsPresenter::release`], which moves the plane off the buffer with
 //! a blocking commit and closes the framebuffer and GEM handle before it returns.
 
+#[cfg(feature = "egl")]
+mod glfill;
 mod probe;
 mod writeback;
 
@@ -43,6 +51,8 @@ use crate::import::ImportError;
 use crate::rect::Rect;
 use crate::sys::SysError;
 
+#[cfg(feature = "egl")]
+pub use glfill::{GlFill, GlFillError};
 pub use probe::probe_hugetlb_vmap_quirk;
 pub use writeback::{Writeback, WritebackTarget};
 
@@ -987,6 +997,7 @@ pub enum ScanoutPath {
 /// XRGB8888), or a dumb buffer where gbm is unavailable.
 pub struct FillTarget<'a> {
     inner: &'a mut CopyBuffer,
+    card: &'a Card,
 }
 
 impl std::fmt::Debug for FillTarget<'_> {
@@ -1008,21 +1019,25 @@ impl FillTarget<'_> {
         PixelFormat::Xrgb8888
     }
 
-    /// The buffer as a dma-buf (what a GL renderer imports as its render target).
-    pub fn dmabuf(&self) -> Result<OwnedFd, KmsError> {
+    /// Bytes from one row to the next.
+    pub fn stride(&self) -> u32 {
         match &self.inner {
-            CopyBuffer::Gbm(bo) => bo.fd().map_err(|error| KmsError::Gbm {
-                what: "gbm_bo_get_fd".into(),
-                source: io::Error::other(error.to_string()),
-            }),
-            CopyBuffer::Dumb(dumb) => dumb
-                .card
-                .buffer_to_prime_fd(
-                    buffer::Buffer::handle(dumb.buffer()),
-                    libc::O_CLOEXEC as u32,
-                )
-                .map_err(ioctl("DRM_IOCTL_PRIME_HANDLE_TO_FD")),
+            CopyBuffer::Gbm(bo) => bo.stride(),
+            CopyBuffer::Dumb(dumb) => dumb.pitch(),
         }
+    }
+
+    /// The buffer as a dma-buf (what a GL renderer imports as its render target):
+    /// linear, [`FillTarget::format`], [`FillTarget::stride`], offset 0.
+    pub fn dmabuf(&self) -> Result<OwnedFd, KmsError> {
+        // O_RDWR: a renderer that maps the dma-buf (llvmpipe does) needs a writable
+        // mapping; gbm_bo_get_fd and a plain PRIME export give a read-only one.
+        let (card, handle) = match &self.inner {
+            CopyBuffer::Gbm(bo) => (self.card, buffer::Buffer::handle(bo)),
+            CopyBuffer::Dumb(dumb) => (&dumb.card, buffer::Buffer::handle(dumb.buffer())),
+        };
+        card.buffer_to_prime_fd(handle, (libc::O_CLOEXEC | libc::O_RDWR) as u32)
+            .map_err(ioctl("DRM_IOCTL_PRIME_HANDLE_TO_FD (O_RDWR)"))
     }
 
     /// Runs `f` over the CPU-mapped pixels and the stride in bytes.
@@ -1056,6 +1071,20 @@ pub trait FrameFill: Send + std::fmt::Debug {
         export: &ExportedFramebuffer,
         target: &mut FillTarget<'_>,
     ) -> Result<(), KmsError>;
+    /// The name of what drew the last frame (a fill may fall back to another per
+    /// frame); [`FrameFill::name`] unless the fill says otherwise.
+    fn last_used(&self) -> &'static str {
+        self.name()
+    }
+    /// Drops whatever the fill keeps of `buffer_id` up to `generation` (that export
+    /// was revoked: an imported image would keep its pages pinned).
+    fn forget(&mut self, buffer_id: BufferId, generation: u64) {
+        let _ = (buffer_id, generation);
+    }
+    /// Decisions since the last call, for the presenter's log.
+    fn take_notes(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The CPU fill: blits the export through [`crate::import::CpuMapping`] into XRGB8888
@@ -1198,6 +1227,8 @@ pub struct KmsPresenter {
     gbm: Option<gbm::Device<Card>>,
     gbm_failed: Option<String>,
     fill: Box<dyn FrameFill>,
+    /// No fill was chosen by the caller: the first copy-path frame picks one.
+    fill_auto: bool,
     card: Card,
     pipe: Pipe,
     kernel: String,
@@ -1244,6 +1275,7 @@ impl KmsPresenter {
             gbm: None,
             gbm_failed: None,
             fill: Box::new(CpuFill),
+            fill_auto: true,
             card,
             pipe,
             kernel: semantics.kernel.clone(),
@@ -1295,9 +1327,40 @@ impl KmsPresenter {
         self.current.as_ref().map(|scanout| scanout.fb.handle)
     }
 
-    /// Replaces the fill the copy path uses (a GL renderer, later).
+    /// Replaces the fill the copy path uses. Without a call, the first copy-path frame
+    /// picks one: [`GlFill`] where a headless EGL display imports and renders (feature
+    /// `egl`), else [`CpuFill`]; the choice is in [`KmsPresenter::log`].
     pub fn set_fill(&mut self, fill: Box<dyn FrameFill>) {
         self.fill = fill;
+        self.fill_auto = false;
+    }
+
+    /// The fill the copy path uses now (`"cpu"` until an automatic choice was made).
+    pub fn fill_name(&self) -> &'static str {
+        self.fill.name()
+    }
+
+    /// Picks the copy path's fill on first use (see [`KmsPresenter::set_fill`]).
+    fn choose_fill(&mut self) {
+        if !self.fill_auto {
+            return;
+        }
+        self.fill_auto = false;
+        #[cfg(feature = "egl")]
+        match GlFill::new() {
+            Ok(fill) => {
+                self.note(format!(
+                    "copy path fill: gl (EGL dma-buf import on {:?})",
+                    fill.platform()
+                ));
+                self.fill = Box::new(fill);
+            }
+            Err(error) => self.note(format!(
+                "copy path fill: cpu (GL fill unavailable: {error})"
+            )),
+        }
+        #[cfg(not(feature = "egl"))]
+        self.note("copy path fill: cpu (built without feature egl)".into());
     }
 
     /// How long to wait for a page-flip event.
@@ -1334,8 +1397,10 @@ impl KmsPresenter {
         &self.log
     }
 
+    /// Logs `line` unless it is among the last few lines (a decision repeated every
+    /// frame, possibly between other per-frame lines, is told once).
     fn note(&mut self, line: String) {
-        if self.log.last() != Some(&line) {
+        if !self.log.iter().rev().take(8).any(|seen| *seen == line) {
             eprintln!("guestfb kms: {line}");
             self.log.push(line);
         }
@@ -1489,6 +1554,7 @@ impl KmsPresenter {
                 }
             }
             ScanoutPath::Copy(reason) => {
+                self.choose_fill();
                 self.note(format!(
                     "buffer {} ({} {}x{}): copy path ({reason:?}), fill {}",
                     export.buffer_id(),
@@ -1498,8 +1564,17 @@ impl KmsPresenter {
                     self.fill.name()
                 ));
                 let mut copy = self.copy_buffer(visible.width, visible.height)?;
-                self.fill
-                    .fill(export, &mut FillTarget { inner: &mut copy })?;
+                let filled = self.fill.fill(
+                    export,
+                    &mut FillTarget {
+                        inner: &mut copy,
+                        card: &self.card,
+                    },
+                );
+                for line in self.fill.take_notes() {
+                    self.note(line);
+                }
+                filled?;
                 let fb = copy.add_fb(&self.card)?;
                 let src = Rect {
                     x: 0,
@@ -1527,7 +1602,7 @@ impl KmsPresenter {
             path: scanout.path,
             fill: match scanout.path {
                 ScanoutPath::Direct => None,
-                ScanoutPath::Copy(_) => Some(self.fill.name()),
+                ScanoutPath::Copy(_) => Some(self.fill.last_used()),
             },
             without_longterm_pin,
             scaled: scanout.placement.is_scaled(),
@@ -1662,6 +1737,7 @@ impl KmsPresenter {
     /// Call it from a [`PinManager::on_revoke`] listener (the presenter behind an
     /// `Arc<Mutex<_>>`): the listener runs before the discard punches the hole.
     pub fn release(&mut self, buffer_id: BufferId, generation: u64) -> Result<Released, KmsError> {
+        self.fill.forget(buffer_id, generation);
         let matches = |scanout: &Option<Scanout>| {
             scanout.as_ref().is_some_and(|scanout| {
                 scanout.buffer_id == buffer_id && scanout.generation == generation
