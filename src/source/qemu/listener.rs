@@ -529,13 +529,14 @@ impl Worker {
     }
 
     fn serve(&mut self, stream: UnixStream) -> Result<String, QemuError> {
-        let guid = zbus::Guid::generate();
-        // `unix_stream` is deprecated only in favour of the async-io type; this crate
-        // never enables zbus's tokio feature.
+        // QEMU authenticates as the D-Bus *server* of this peer-to-peer connection (it
+        // makes up the GUID in RegisterListener); the listener is the auth client that
+        // serves the objects. `unix_stream` is deprecated only in favour of the
+        // async-io type; this crate never enables zbus's tokio feature.
         #[allow(deprecated)]
         let conn = connection::Builder::unix_stream(stream)
-            .server(guid)
-            .and_then(|builder| builder.p2p().build())
+            .p2p()
+            .build()
             .map_err(|source| QemuError::Handshake { source })?;
         for message in MessageIterator::from(&conn) {
             if self.stop.load(Ordering::SeqCst) {
