@@ -516,21 +516,18 @@ fn fake_qemu(mut stream: UnixStream) -> zbus::blocking::Connection {
     write!(stream, "OK {FAKE_GUID}\r\n").unwrap();
     loop {
         let line = read_line(&mut stream);
-        eprintln!("fake: got {line:?}");
         match line.trim_end() {
             "NEGOTIATE_UNIX_FD" => write!(stream, "AGREE_UNIX_FD\r\n").unwrap(),
             "BEGIN" => break,
             other => panic!("unexpected auth line {other:?}"),
         }
     }
-    eprintln!("fake: authenticated");
     let socket = async_io::Async::new(stream).unwrap();
     let conn = zbus::blocking::connection::Builder::authenticated_socket(socket, FAKE_GUID)
         .unwrap()
         .p2p()
         .build()
         .unwrap();
-    eprintln!("fake: connected");
     conn
 }
 

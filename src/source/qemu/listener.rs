@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use zbus::blocking::{connection, Connection, MessageIterator};
+use zbus::blocking::{connection, Connection};
 use zbus::message::{Message, Type as MessageType};
 use zbus::zvariant::{self, OwnedValue, Value};
 
@@ -533,12 +533,16 @@ impl Worker {
         // makes up the GUID in RegisterListener); the listener is the auth client that
         // serves the objects. `unix_stream` is deprecated only in favour of the
         // async-io type; this crate never enables zbus's tokio feature.
+        // The message stream must exist before the reader starts: QEMU reads the
+        // listener's properties right after authenticating, and a message that arrives
+        // before a stream is subscribed is lost (`build_message_iterator`).
         #[allow(deprecated)]
-        let conn = connection::Builder::unix_stream(stream)
+        let messages = connection::Builder::unix_stream(stream)
             .p2p()
-            .build()
+            .build_message_iterator()
             .map_err(|source| QemuError::Handshake { source })?;
-        for message in MessageIterator::from(&conn) {
+        let conn = Connection::from(&messages);
+        for message in messages {
             if self.stop.load(Ordering::SeqCst) {
                 return Ok("listener closed".into());
             }
