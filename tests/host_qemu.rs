@@ -181,7 +181,7 @@ impl Qemu {
         bytes.iter().step_by(2).map(|&b| b as char).collect()
     }
 
-    fn wait_for_text(&mut self, text: &str, timeout: Duration, pump: &mut Pump) {
+    fn wait_for_text(&mut self, text: &str, timeout: Duration, _pump: &mut Pump) {
         let deadline = Instant::now() + timeout;
         while !self.text_screen().contains(text) {
             assert!(
@@ -189,7 +189,7 @@ impl Qemu {
                 "the guest never showed {text:?}; screen: {:?}",
                 self.text_screen().trim()
             );
-            pump.pump(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 }
@@ -218,62 +218,107 @@ fn wait_for_display(bus: &Bus) -> QemuDisplay {
     }
 }
 
-/// Reads listener events, completing every token, keeping the latest frame.
-struct Pump {
-    listener: QemuListener,
+/// What the pump thread saw.
+#[derive(Default)]
+struct PumpState {
     frame: Option<SharedFrame>,
     scanouts: usize,
     map_scanouts: usize,
     updates: usize,
     disconnected: Option<String>,
+    closed: bool,
+    last_event: Option<Instant>,
+}
+
+/// Reads listener events on its own thread, completing every token at once and keeping
+/// the latest frame, like a viewer that presents instantly. (A test thread blocked in a
+/// QMP call must not hold a token: QEMU's `ScanoutMap` is a synchronous call, so QEMU
+/// would wait for the listener, which waits for the ack.)
+struct Pump {
+    state: Arc<Mutex<PumpState>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Pump {
     fn new(listener: QemuListener) -> Self {
+        let state = Arc::new(Mutex::new(PumpState::default()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let (state, stop) = (state.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let event = match listener.recv_timeout(Duration::from_millis(50)) {
+                        Recv::Event(event) => event,
+                        Recv::Timeout => continue,
+                        Recv::Closed => {
+                            state.lock().unwrap().closed = true;
+                            break;
+                        }
+                    };
+                    let mut s = state.lock().unwrap();
+                    s.last_event = Some(Instant::now());
+                    match event {
+                        QemuEvent::Scanout { frame } => {
+                            s.scanouts += 1;
+                            s.frame = Some(frame);
+                        }
+                        QemuEvent::ScanoutMap { frame } => {
+                            s.map_scanouts += 1;
+                            s.frame = Some(frame);
+                        }
+                        QemuEvent::Update { ack, .. } | QemuEvent::UpdateMap { ack, .. } => {
+                            s.updates += 1;
+                            ack.complete();
+                        }
+                        QemuEvent::Disconnected { reason } => s.disconnected = Some(reason),
+                        QemuEvent::Rejected { method, error } => {
+                            panic!("listener rejected {method}: {error}")
+                        }
+                        _ => {}
+                    }
+                }
+            })
+        };
         Self {
-            listener,
-            frame: None,
-            scanouts: 0,
-            map_scanouts: 0,
-            updates: 0,
-            disconnected: None,
+            state,
+            stop,
+            thread: Some(thread),
         }
     }
 
-    fn handle(&mut self, event: QemuEvent) {
-        match event {
-            QemuEvent::Scanout { frame } => {
-                self.scanouts += 1;
-                self.frame = Some(frame);
-            }
-            QemuEvent::ScanoutMap { frame } => {
-                self.map_scanouts += 1;
-                self.frame = Some(frame);
-            }
-            QemuEvent::Update { ack, .. } | QemuEvent::UpdateMap { ack, .. } => {
-                self.updates += 1;
-                ack.complete();
-            }
-            QemuEvent::Disconnected { reason } => self.disconnected = Some(reason),
-            QemuEvent::Rejected { method, error } => panic!("listener rejected {method}: {error}"),
-            _ => {}
-        }
+    fn state(&self) -> MutexGuard<'_, PumpState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Handles events until `idle` passes without one.
+    /// Waits until `idle` passes without an event.
     fn pump(&mut self, idle: Duration) {
-        while let Recv::Event(event) = self.listener.recv_timeout(idle) {
-            self.handle(event);
+        loop {
+            let since = self.state().last_event.map(|t| t.elapsed());
+            match since {
+                Some(since) if since < idle => std::thread::sleep(idle - since),
+                _ => return,
+            }
         }
     }
 
     fn rgb(&self) -> (u32, u32, Vec<u8>) {
         let frame = self
+            .state()
             .frame
-            .as_ref()
-            .expect("no scanout from QEMU yet")
-            .lock();
+            .clone()
+            .expect("no scanout from QEMU yet");
+        let frame = frame.lock();
         (frame.width(), frame.height(), frame.to_rgb())
+    }
+}
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -329,25 +374,27 @@ fn pixels_match_screendump(map: bool) {
         picture.iter().any(|&b| b != 0),
         "the firmware screen is all black"
     );
+    let s = pump.state();
+    let shared = s.frame.as_ref().unwrap().lock().is_shared_memory();
     if map {
         assert!(
-            pump.map_scanouts > 0 && pump.scanouts == 0,
+            s.map_scanouts > 0 && s.scanouts == 0,
             "expected ScanoutMap only"
         );
-        assert!(pump.frame.as_ref().unwrap().lock().is_shared_memory());
+        assert!(shared);
     } else {
         assert!(
-            pump.scanouts > 0 && pump.map_scanouts == 0,
+            s.scanouts > 0 && s.map_scanouts == 0,
             "expected Scanout only"
         );
-        assert!(!pump.frame.as_ref().unwrap().lock().is_shared_memory());
+        assert!(!shared);
     }
     eprintln!(
         "map={map}: matched after {:?} ({} scanouts, {} map scanouts, {} updates)",
         started.elapsed(),
-        pump.scanouts,
-        pump.map_scanouts,
-        pump.updates
+        s.scanouts,
+        s.map_scanouts,
+        s.updates
     );
 }
 
@@ -453,31 +500,32 @@ fn killed_qemu_disconnects_cleanly_and_a_restart_attaches_again() {
     let start = fd_count();
     let qemu = Qemu::start(&bus, &dir, &[]);
     let display = wait_for_display(&bus);
-    let (_console, mut pump) = attach(&display, true);
+    let (_console, pump) = attach(&display, true);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while pump.frame.is_none() {
+    while pump.state().frame.is_none() {
         assert!(Instant::now() < deadline, "no scanout from QEMU");
-        pump.pump(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(100));
     }
     let killed = Instant::now();
     drop(qemu);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while pump.disconnected.is_none() {
+    while pump.state().disconnected.is_none() {
         assert!(
             Instant::now() < deadline,
             "no Disconnected event after QEMU was killed"
         );
-        pump.pump(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(100));
     }
     eprintln!(
         "Disconnected after {:?}: {}",
         killed.elapsed(),
-        pump.disconnected.as_deref().unwrap()
+        pump.state().disconnected.clone().unwrap()
     );
-    assert!(matches!(
-        pump.listener.recv_timeout(Duration::from_millis(200)),
-        Recv::Closed
-    ));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        pump.state().closed,
+        "the listener did not close after Disconnected"
+    );
     drop(pump);
     drop(_console);
     drop(display);
