@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -430,10 +430,7 @@ impl QemuListener {
     /// is reported as `Ok(None)` after [`QemuEvent::Disconnected`] was returned.
     pub fn try_recv(&self) -> Option<QemuEvent> {
         self.drain_wake();
-        match self.receiver().try_recv() {
-            Ok(event) => Some(event),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        self.receiver().try_recv().ok()
     }
 
     /// Waits up to `timeout` for the next event.
@@ -540,7 +537,9 @@ impl Worker {
         let messages = connection::Builder::unix_stream(stream)
             .p2p()
             .build_message_iterator()
-            .map_err(|source| QemuError::Handshake { source })?;
+            .map_err(|source| QemuError::Handshake {
+                source: Box::new(source),
+            })?;
         let conn = Connection::from(&messages);
         for message in messages {
             if self.stop.load(Ordering::SeqCst) {
@@ -636,7 +635,7 @@ impl Worker {
         let body = message.body();
         let bad_body = |source| QemuError::BadBody {
             method: member.to_owned(),
-            source,
+            source: Box::new(source),
         };
         match (interface, member) {
             (Some(LISTENER_IFACE) | None, "Scanout") => {

@@ -53,7 +53,7 @@ pub enum QemuError {
         /// The address tried.
         address: String,
         /// zbus's error.
-        source: zbus::Error,
+        source: Box<zbus::Error>,
     },
     /// A D-Bus call to QEMU failed.
     #[error("D-Bus call {method} to QEMU failed: {source}")]
@@ -61,13 +61,13 @@ pub enum QemuError {
         /// Interface and method.
         method: String,
         /// zbus's error (QEMU's error reply included).
-        source: zbus::Error,
+        source: Box<zbus::Error>,
     },
     /// The peer-to-peer handshake with QEMU on the listener socket failed.
     #[error("listener D-Bus handshake with QEMU failed: {source}")]
     Handshake {
         /// zbus's error.
-        source: zbus::Error,
+        source: Box<zbus::Error>,
     },
     /// A socket operation for the listener failed.
     #[error("{op} failed: {source}")]
@@ -91,7 +91,7 @@ pub enum QemuError {
         /// The method.
         method: String,
         /// zbus's error.
-        source: zbus::Error,
+        source: Box<zbus::Error>,
     },
     /// QEMU called a method the listener does not serve (or did not advertise).
     #[error("no method {interface}.{member} on the listener")]
@@ -235,7 +235,7 @@ impl QemuError {
     fn call(method: &str) -> impl FnOnce(zbus::Error) -> Self + '_ {
         move |source| Self::Call {
             method: method.to_owned(),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -356,7 +356,7 @@ impl QemuDisplay {
             .and_then(|b| b.build())
             .map_err(|source| QemuError::Connect {
                 address: name.clone(),
-                source,
+                source: Box::new(source),
             })?;
         Ok(Self {
             conn,
@@ -396,7 +396,7 @@ impl QemuDisplay {
         )?;
         T::try_from(value).map_err(|e| QemuError::Call {
             method: format!("Get {iface}.{name} on {path}"),
-            source: e.into(),
+            source: Box::new(e.into()),
         })
     }
 
