@@ -5,12 +5,15 @@
 # - bookworm-backports is added with the same mirror the machine already uses (read
 #   from its apt sources), so nothing here names a mirror.
 # - From backports: QEMU 10 (guest tier), weston 14 + Mesa 25 (headless compositor,
-#   EGL dma-buf import on the software device).
+#   EGL dma-buf import on the software device), and QEMU's D-Bus display module
+#   (ui-dbus.so, in qemu-system-modules-opengl) for the QEMU frame source tests.
+# - dbus-daemon for a private session bus per QEMU test; seabios + ipxe-qemu so that
+#   `-vga std -nodefaults` shows the firmware screen (VGA BIOS, option ROMs).
 # - Never installs a linux-image/linux-headers package: the guest kernel is unpacked
 #   under target/ by scripts/guest/setup.sh.
 set -euo pipefail
 
-STAMP=/var/lib/guestfb/setup-host.v1
+STAMP=/var/lib/guestfb/setup-host.v2
 if [[ -f $STAMP ]]; then
     exit 0
 fi
@@ -43,10 +46,16 @@ fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends -t bookworm-backports \
     qemu-system-x86 weston wayland-utils libgbm-dev libegl-mesa0 libgl1-mesa-dri \
-    libegl1 libgles2 libwayland-egl1 >/dev/null
+    libegl1 libgles2 libwayland-egl1 qemu-system-modules-opengl seabios >/dev/null
 apt-get install -y -qq --no-install-recommends \
-    busybox-static pahole kmod cpio xz-utils gzip libpixman-1-dev pkg-config \
+    dbus-daemon ipxe-qemu busybox-static pahole kmod cpio xz-utils gzip libpixman-1-dev pkg-config \
     patch make gcc >/dev/null
+
+# QEMU's D-Bus display lives in a module; without it `-display dbus` fails at run time.
+if ! dpkg -L qemu-system-modules-opengl | grep -q '/ui-dbus\.so$'; then
+    echo "setup-host: qemu-system-modules-opengl has no ui-dbus.so (QEMU -display dbus)" >&2
+    exit 1
+fi
 
 mkdir -p "$(dirname "$STAMP")"
 touch "$STAMP"

@@ -1,0 +1,95 @@
+//! Attaches to a running QEMU (`-display dbus`), waits for the first picture and writes
+//! it to a PNG.
+//!
+//! ```text
+//! cargo run --example qemu_dump -- --address unix:path=/tmp/bus out.png
+//! cargo run --example qemu_dump -- out.png            # session bus
+//! ```
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use guestfb::source::qemu::{ListenerOptions, QemuAddress, QemuDisplay, QemuEvent, Recv};
+
+/// Dump the first frame of a QEMU D-Bus display to a PNG.
+#[derive(Parser, Debug)]
+struct Args {
+    /// D-Bus address of the bus QEMU is on (default: the session bus).
+    #[arg(long, default_value = "session")]
+    address: String,
+    /// Console id (`/org/qemu/Display1/Console_N`).
+    #[arg(long, default_value_t = 0)]
+    console: u32,
+    /// Take the pixels over the socket instead of QEMU's shared memory.
+    #[arg(long)]
+    no_map: bool,
+    /// Seconds to wait for a picture.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+    /// Output file.
+    output: PathBuf,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let display = QemuDisplay::connect(QemuAddress::parse(&args.address))?;
+    for console in display.consoles()? {
+        eprintln!(
+            "console {}: {} head {} {:?} {}x{} {:?}",
+            console.id,
+            console.label,
+            console.head,
+            console.kind,
+            console.width,
+            console.height,
+            console.interfaces
+        );
+    }
+    let options = ListenerOptions {
+        map: !args.no_map,
+        dmabuf2: false,
+    };
+    let listener = display.console(args.console)?.attach(options)?;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let frame = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match listener.recv_timeout(left) {
+            Recv::Event(QemuEvent::Scanout { frame } | QemuEvent::ScanoutMap { frame }) => {
+                break frame
+            }
+            Recv::Event(QemuEvent::ScanoutDmabuf { scanout }) => {
+                return Err(format!(
+                    "QEMU sent a dma-buf scanout ({}x{}, fourcc {:#x}); this example reads \
+                     CPU frames only (run QEMU with gl=off)",
+                    scanout.backing_width, scanout.backing_height, scanout.fourcc
+                )
+                .into())
+            }
+            Recv::Event(QemuEvent::Disconnected { reason }) => {
+                return Err(format!("QEMU disconnected: {reason}").into())
+            }
+            Recv::Event(other) => eprintln!("event: {other:?}"),
+            Recv::Timeout | Recv::Closed => return Err("no picture from QEMU in time".into()),
+        }
+    };
+    let frame = frame.lock();
+    let file = std::fs::File::create(&args.output)?;
+    let mut encoder = png::Encoder::new(file, frame.width(), frame.height());
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.write_header()?.write_image_data(&frame.to_rgb())?;
+    eprintln!(
+        "wrote {} ({}x{} {}, {})",
+        args.output.display(),
+        frame.width(),
+        frame.height(),
+        frame.format(),
+        if frame.is_shared_memory() {
+            "shared memory"
+        } else {
+            "pixel data"
+        }
+    );
+    Ok(())
+}

@@ -1,0 +1,872 @@
+//! Host tier: the QEMU D-Bus display source against a real QEMU (TCG, `-display dbus`,
+//! `-vga std`, SeaBIOS screen) on a private dbus-daemon, and against a fake QEMU that
+//! calls the listener the way QEMU does (back-pressure, hostile messages).
+//!
+//! Every test starts its own dbus-daemon and QEMU and kills both on drop. A missing
+//! QEMU, ui-dbus module or dbus-daemon is a failure, never a skip
+//! (`scripts/setup-host.sh` installs them).
+#![cfg(feature = "qemu")]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use guestfb::source::qemu::listener::{DMABUF2_IFACE, LISTENER_IFACE, LISTENER_PATH, MAP_IFACE};
+use guestfb::source::qemu::{
+    ConsoleKind, ListenerOptions, QemuAddress, QemuConsole, QemuDisplay, QemuEvent, QemuListener,
+    Recv, SharedFrame, UiInfo,
+};
+use guestfb::sys::memfd::Memfd;
+use serde_json::{json, Value};
+
+/// QEMU under TCG is heavy on this 2-core machine, and fd counts must not see other
+/// tests' fds: one test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("host_qemu-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A private session bus.
+struct Bus {
+    child: Child,
+    address: String,
+}
+
+impl Bus {
+    fn start() -> Self {
+        let mut child = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("dbus-daemon must start (apt install dbus-daemon; scripts/setup-host.sh)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line.trim().to_owned();
+        assert!(
+            address.starts_with("unix:"),
+            "dbus-daemon printed {address:?}"
+        );
+        Self { child, address }
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A QEMU on `bus` with its QMP socket.
+struct Qemu {
+    child: Child,
+    qmp: BufReader<UnixStream>,
+    dir: PathBuf,
+}
+
+impl Qemu {
+    fn start(bus: &Bus, dir: &Path, extra: &[&str]) -> Self {
+        let qmp_path = dir.join("qmp.sock");
+        let _ = std::fs::remove_file(&qmp_path);
+        let mut child = Command::new("qemu-system-x86_64")
+            .args([
+                "-machine",
+                "pc,accel=tcg",
+                "-m",
+                "64",
+                "-nodefaults",
+                "-no-user-config",
+            ])
+            .args(["-vga", "std", "-display", "dbus"])
+            .args(["-boot", "menu=on,splash-time=20000"])
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
+            .args(extra)
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("qemu-system-x86_64 must start (scripts/setup-host.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let stream = loop {
+            if let Ok(stream) = UnixStream::connect(&qmp_path) {
+                break stream;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("QEMU exited with {status} before its QMP socket appeared");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "QEMU's QMP socket never appeared"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut qemu = Self {
+            child,
+            qmp: BufReader::new(stream),
+            dir: dir.to_owned(),
+        };
+        qemu.read_reply(); // greeting
+        qemu.qmp("qmp_capabilities", json!({}));
+        qemu
+    }
+
+    fn read_reply(&mut self) -> Value {
+        loop {
+            let mut line = String::new();
+            let n = self.qmp.read_line(&mut line).unwrap();
+            assert!(n > 0, "QMP connection closed");
+            let value: Value = serde_json::from_str(&line).unwrap();
+            if value.get("event").is_none() {
+                return value;
+            }
+        }
+    }
+
+    fn qmp(&mut self, command: &str, arguments: Value) -> Value {
+        let request = json!({"execute": command, "arguments": arguments});
+        let stream = self.qmp.get_mut();
+        writeln!(stream, "{request}").unwrap();
+        let reply = self.read_reply();
+        assert!(reply.get("error").is_none(), "QMP {command}: {reply}");
+        reply["return"].clone()
+    }
+
+    /// QEMU's own picture of the console: (width, height, RGB bytes).
+    fn screendump(&mut self) -> (u32, u32, Vec<u8>) {
+        let path = self.dir.join("screendump.png");
+        let _ = std::fs::remove_file(&path);
+        self.qmp(
+            "screendump",
+            json!({"filename": path.to_str().unwrap(), "format": "png"}),
+        );
+        let mut decoder = png::Decoder::new(std::fs::File::open(&path).unwrap());
+        decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        buf.truncate(info.buffer_size());
+        let channels = info.color_type.samples();
+        let rgb = buf
+            .chunks_exact(channels)
+            .flat_map(|px| [px[0], px[1], px[2]])
+            .collect();
+        (info.width, info.height, rgb)
+    }
+
+    /// The characters of the VGA text screen (guest memory at 0xb8000).
+    fn text_screen(&mut self) -> String {
+        let path = self.dir.join("text.bin");
+        self.qmp(
+            "pmemsave",
+            json!({"val": 0xb8000, "size": 4000, "filename": path.to_str().unwrap()}),
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        bytes.iter().step_by(2).map(|&b| b as char).collect()
+    }
+
+    fn wait_for_text(&mut self, text: &str, timeout: Duration, _pump: &mut Pump) {
+        let deadline = Instant::now() + timeout;
+        while !self.text_screen().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "the guest never showed {text:?}; screen: {:?}",
+                self.text_screen().trim()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for_display(bus: &Bus) -> QemuDisplay {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let attempt = QemuDisplay::connect(QemuAddress::Bus(bus.address.clone()))
+            .and_then(|d| d.console_ids().map(|ids| (d, ids)));
+        match attempt {
+            Ok((display, ids)) if !ids.is_empty() => return display,
+            Ok(_) => {}
+            Err(error) => assert!(
+                Instant::now() < deadline,
+                "QEMU's display never appeared on the bus: {error}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What the pump thread saw.
+#[derive(Default)]
+struct PumpState {
+    frame: Option<SharedFrame>,
+    scanouts: usize,
+    map_scanouts: usize,
+    updates: usize,
+    disconnected: Option<String>,
+    closed: bool,
+    last_event: Option<Instant>,
+}
+
+/// Reads listener events on its own thread, completing every token at once and keeping
+/// the latest frame, like a viewer that presents instantly. (A test thread blocked in a
+/// QMP call must not hold a token: QEMU's `ScanoutMap` is a synchronous call, so QEMU
+/// would wait for the listener, which waits for the ack.)
+struct Pump {
+    state: Arc<Mutex<PumpState>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Pump {
+    fn new(listener: QemuListener) -> Self {
+        let state = Arc::new(Mutex::new(PumpState::default()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let (state, stop) = (state.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let event = match listener.recv_timeout(Duration::from_millis(50)) {
+                        Recv::Event(event) => event,
+                        Recv::Timeout => continue,
+                        Recv::Closed => {
+                            state.lock().unwrap().closed = true;
+                            break;
+                        }
+                    };
+                    let mut s = state.lock().unwrap();
+                    s.last_event = Some(Instant::now());
+                    match event {
+                        QemuEvent::Scanout { frame } => {
+                            s.scanouts += 1;
+                            s.frame = Some(frame);
+                        }
+                        QemuEvent::ScanoutMap { frame } => {
+                            s.map_scanouts += 1;
+                            s.frame = Some(frame);
+                        }
+                        QemuEvent::Update { ack, .. } | QemuEvent::UpdateMap { ack, .. } => {
+                            s.updates += 1;
+                            ack.complete();
+                        }
+                        QemuEvent::Disconnected { reason } => s.disconnected = Some(reason),
+                        QemuEvent::Rejected { method, error } => {
+                            panic!("listener rejected {method}: {error}")
+                        }
+                        _ => {}
+                    }
+                }
+            })
+        };
+        Self {
+            state,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, PumpState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until `idle` passes without an event.
+    fn pump(&mut self, idle: Duration) {
+        loop {
+            let since = self.state().last_event.map(|t| t.elapsed());
+            match since {
+                Some(since) if since < idle => std::thread::sleep(idle - since),
+                _ => return,
+            }
+        }
+    }
+
+    fn rgb(&self) -> (u32, u32, Vec<u8>) {
+        let frame = self
+            .state()
+            .frame
+            .clone()
+            .expect("no scanout from QEMU yet");
+        let frame = frame.lock();
+        (frame.width(), frame.height(), frame.to_rgb())
+    }
+}
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn attach(display: &QemuDisplay, map: bool) -> (QemuConsole, Pump) {
+    let console = display.console(0).unwrap();
+    let options = ListenerOptions {
+        map,
+        dmabuf2: false,
+    };
+    let listener = console.attach(options).unwrap();
+    (console, Pump::new(listener))
+}
+
+/// Compares the listener's frame with QEMU's screendump until they agree (the text
+/// cursor blinks, so one pair may straddle a change). Returns the agreed picture.
+fn assert_matches_screendump(qemu: &mut Qemu, pump: &mut Pump) -> Vec<u8> {
+    let mut last = String::new();
+    for _ in 0..15 {
+        let (w, h, dump) = qemu.screendump();
+        pump.pump(Duration::from_millis(150));
+        let (fw, fh, ours) = pump.rgb();
+        if (fw, fh) == (w, h) && ours == dump {
+            return ours;
+        }
+        let differing = if (fw, fh) == (w, h) {
+            ours.chunks(3)
+                .zip(dump.chunks(3))
+                .filter(|(a, b)| a != b)
+                .count()
+        } else {
+            usize::MAX
+        };
+        last = format!("ours {fw}x{fh}, screendump {w}x{h}, {differing} pixels differ");
+    }
+    panic!("listener frame never matched QEMU's screendump: {last}");
+}
+
+fn pixels_match_screendump(map: bool) {
+    let _serial = serial();
+    let started = Instant::now();
+    let dir = scratch(if map { "map" } else { "data" });
+    let bus = Bus::start();
+    let mut qemu = Qemu::start(&bus, &dir, &[]);
+    let display = wait_for_display(&bus);
+    let (_console, mut pump) = attach(&display, map);
+    qemu.wait_for_text(
+        "Press ESC for boot menu",
+        Duration::from_secs(30),
+        &mut pump,
+    );
+    let picture = assert_matches_screendump(&mut qemu, &mut pump);
+    assert!(
+        picture.iter().any(|&b| b != 0),
+        "the firmware screen is all black"
+    );
+    let s = pump.state();
+    let shared = s.frame.as_ref().unwrap().lock().is_shared_memory();
+    if map {
+        assert!(
+            s.map_scanouts > 0 && s.scanouts == 0,
+            "expected ScanoutMap only"
+        );
+        assert!(shared);
+    } else {
+        assert!(
+            s.scanouts > 0 && s.map_scanouts == 0,
+            "expected Scanout only"
+        );
+        assert!(!shared);
+    }
+    eprintln!(
+        "map={map}: matched after {:?} ({} scanouts, {} map scanouts, {} updates)",
+        started.elapsed(),
+        s.scanouts,
+        s.map_scanouts,
+        s.updates
+    );
+}
+
+#[test]
+fn pixel_data_path_matches_screendump() {
+    pixels_match_screendump(false);
+}
+
+#[test]
+fn shared_memory_path_matches_screendump() {
+    pixels_match_screendump(true);
+}
+
+#[test]
+fn esc_key_opens_the_seabios_boot_menu() {
+    let _serial = serial();
+    let dir = scratch("esc");
+    let bus = Bus::start();
+    let mut qemu = Qemu::start(&bus, &dir, &[]);
+    let display = wait_for_display(&bus);
+    let (console, mut pump) = attach(&display, true);
+    qemu.wait_for_text(
+        "Press ESC for boot menu",
+        Duration::from_secs(30),
+        &mut pump,
+    );
+    let before = assert_matches_screendump(&mut qemu, &mut pump);
+    const KEY_ESC: u32 = 1;
+    console.key_press(KEY_ESC).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    console.key_release(KEY_ESC).unwrap();
+    qemu.wait_for_text("Select boot device", Duration::from_secs(20), &mut pump);
+    let after = assert_matches_screendump(&mut qemu, &mut pump);
+    assert_ne!(before, after, "the screen did not change after ESC");
+}
+
+#[test]
+fn multi_head_consoles_and_ui_info() {
+    let _serial = serial();
+    let dir = scratch("heads");
+    let bus = Bus::start();
+    let _qemu = Qemu::start(&bus, &dir, &["-device", "secondary-vga"]);
+    let display = wait_for_display(&bus);
+    let heads = display.graphic_consoles().unwrap();
+    assert_eq!(heads.len(), 2, "consoles: {heads:?}");
+    for head in &heads {
+        assert_eq!(head.kind, ConsoleKind::Graphic);
+        assert!(head.width > 0 && head.height > 0, "{head:?}");
+        assert!(head
+            .interfaces
+            .iter()
+            .any(|i| i == "org.qemu.Display1.Keyboard"));
+        display
+            .console(head.id)
+            .unwrap()
+            .set_ui_info(UiInfo {
+                width_mm: 300,
+                height_mm: 200,
+                xoff: 0,
+                yoff: 0,
+                width: 1024,
+                height: 768,
+            })
+            .unwrap();
+    }
+    assert_ne!(heads[0].device_address, heads[1].device_address);
+    assert!(display.console(99).is_err());
+}
+
+fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn wait_fd_count(expected: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fd_count() > expected {
+        if Instant::now() > deadline {
+            let fds: Vec<_> = std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+                .collect();
+            panic!(
+                "fds leaked: {} open, {expected} at start: {fds:?}",
+                fd_count()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn killed_qemu_disconnects_cleanly_and_a_restart_attaches_again() {
+    let _serial = serial();
+    let dir = scratch("kill");
+    let bus = Bus::start();
+    {
+        // Warm up process-wide state (zbus's reactor thread and its fds).
+        let mut qemu = Qemu::start(&bus, &dir, &[]);
+        let display = wait_for_display(&bus);
+        drop(display);
+        qemu.qmp("quit", json!({}));
+    }
+    let start = fd_count();
+    let qemu = Qemu::start(&bus, &dir, &[]);
+    let display = wait_for_display(&bus);
+    let (_console, pump) = attach(&display, true);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pump.state().frame.is_none() {
+        assert!(Instant::now() < deadline, "no scanout from QEMU");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let killed = Instant::now();
+    drop(qemu);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pump.state().disconnected.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no Disconnected event after QEMU was killed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "Disconnected after {:?}: {}",
+        killed.elapsed(),
+        pump.state().disconnected.clone().unwrap()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        pump.state().closed,
+        "the listener did not close after Disconnected"
+    );
+    drop(pump);
+    drop(_console);
+    drop(display);
+    wait_fd_count(start);
+
+    let mut qemu = Qemu::start(&bus, &dir, &[]);
+    let display = wait_for_display(&bus);
+    let (_console, mut pump) = attach(&display, false);
+    qemu.wait_for_text(
+        "Press ESC for boot menu",
+        Duration::from_secs(30),
+        &mut pump,
+    );
+    assert_matches_screendump(&mut qemu, &mut pump);
+}
+
+// --- a fake QEMU: the D-Bus auth server side of the listener socket -----------------
+
+const FAKE_GUID: &str = "0123456789abcdef0123456789abcdef";
+
+fn read_line(stream: &mut UnixStream) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        line.push(byte[0]);
+    }
+    String::from_utf8(line).unwrap()
+}
+
+/// Plays QEMU's part: authenticates the listener (SASL EXTERNAL, unix fds) and returns a
+/// connection that calls the listener's methods.
+fn fake_qemu(mut stream: UnixStream) -> zbus::blocking::Connection {
+    let auth = read_line(&mut stream);
+    assert!(auth.starts_with("\0AUTH EXTERNAL"), "{auth:?}");
+    write!(stream, "OK {FAKE_GUID}\r\n").unwrap();
+    loop {
+        let line = read_line(&mut stream);
+        match line.trim_end() {
+            "NEGOTIATE_UNIX_FD" => write!(stream, "AGREE_UNIX_FD\r\n").unwrap(),
+            "BEGIN" => break,
+            other => panic!("unexpected auth line {other:?}"),
+        }
+    }
+    let socket = async_io::Async::new(stream).unwrap();
+    let conn = zbus::blocking::connection::Builder::authenticated_socket(socket, FAKE_GUID)
+        .unwrap()
+        .p2p()
+        .build()
+        .unwrap();
+    conn
+}
+
+fn fake_pair(options: ListenerOptions) -> (QemuListener, zbus::blocking::Connection) {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let listener = QemuListener::serve(ours, options).unwrap();
+    (listener, fake_qemu(theirs))
+}
+
+fn call<B>(
+    conn: &zbus::blocking::Connection,
+    iface: &str,
+    method: &str,
+    body: &B,
+) -> zbus::Result<()>
+where
+    B: serde::Serialize + zbus::zvariant::DynamicType,
+{
+    conn.call_method(None::<&str>, LISTENER_PATH, Some(iface), method, body)
+        .map(|_| ())
+}
+
+fn next(listener: &QemuListener) -> QemuEvent {
+    match listener.recv_timeout(Duration::from_secs(5)) {
+        Recv::Event(event) => event,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+#[test]
+fn interfaces_property_lists_exactly_what_is_served() {
+    let _serial = serial();
+    for options in [
+        ListenerOptions::default(),
+        ListenerOptions {
+            map: false,
+            dmabuf2: false,
+        },
+    ] {
+        let (_listener, conn) = fake_pair(options);
+        let reply = conn
+            .call_method(
+                None::<&str>,
+                LISTENER_PATH,
+                Some("org.freedesktop.DBus.Properties"),
+                "Get",
+                &(LISTENER_IFACE, "Interfaces"),
+            )
+            .unwrap();
+        let value: zbus::zvariant::OwnedValue = reply.body().deserialize().unwrap();
+        let list = Vec::<String>::try_from(value).unwrap();
+        assert_eq!(list, options.interfaces());
+        let map_call = call(&conn, MAP_IFACE, "UpdateMap", &(0i32, 0i32, 1i32, 1i32));
+        if options.map {
+            // Served, but refused: no ScanoutMap yet.
+            assert!(map_call.is_err());
+            assert!(matches!(next(&_listener), QemuEvent::Rejected { .. }));
+        } else {
+            let error = map_call.unwrap_err().to_string();
+            assert!(error.contains("UnknownMethod"), "{error}");
+        }
+    }
+}
+
+#[test]
+fn update_replies_wait_for_the_frame_to_be_presented() {
+    let _serial = serial();
+    let (listener, conn) = fake_pair(ListenerOptions::default());
+    let memfd = Memfd::create("fake-dmabuf").unwrap();
+    memfd.set_size(64 * 64 * 4).unwrap();
+    let fd = zbus::zvariant::Fd::from(memfd.as_fd());
+    let xrgb = u32::from_le_bytes(*b"XR24");
+    call(
+        &conn,
+        LISTENER_IFACE,
+        "ScanoutDMABUF",
+        &(fd, 64u32, 64u32, 256u32, xrgb, 0u64, true),
+    )
+    .unwrap();
+    match next(&listener) {
+        QemuEvent::ScanoutDmabuf { scanout } => {
+            assert_eq!((scanout.backing_width, scanout.backing_height), (64, 64));
+            assert_eq!(scanout.planes.len(), 1);
+            assert_eq!(scanout.planes[0].stride, 256);
+            assert!(scanout.modifier.is_linear());
+            assert!(scanout.y0_top);
+        }
+        other => panic!("expected ScanoutDmabuf, got {other:?}"),
+    }
+
+    // A burst of five updates, each a blocking call on its own thread (QEMU sends them
+    // asynchronously).
+    const BURST: usize = 5;
+    let replied = Arc::new(AtomicUsize::new(0));
+    let callers: Vec<_> = (0..BURST)
+        .map(|i| {
+            let conn = conn.clone();
+            let replied = replied.clone();
+            std::thread::spawn(move || {
+                call(
+                    &conn,
+                    LISTENER_IFACE,
+                    "UpdateDMABUF",
+                    &(i as i32, 0i32, 1i32, 1i32),
+                )
+                .unwrap();
+                replied.fetch_add(1, Ordering::SeqCst);
+            })
+        })
+        .collect();
+    for presented in 0..BURST {
+        let event = next(&listener);
+        let QemuEvent::UpdateDmabuf { ack, .. } = event else {
+            panic!("expected UpdateDmabuf, got {event:?}");
+        };
+        // Not presented yet: no reply, and no second frame in flight.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            replied.load(Ordering::SeqCst),
+            presented,
+            "replied before the ack"
+        );
+        assert!(listener.try_recv().is_none(), "two frames in flight");
+        if presented == BURST - 1 {
+            drop(ack); // dropping completes too
+        } else {
+            ack.complete();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while replied.load(Ordering::SeqCst) < presented + 1 {
+            assert!(Instant::now() < deadline, "no reply after the ack");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    for caller in callers {
+        caller.join().unwrap();
+    }
+}
+
+#[test]
+fn hostile_messages_are_refused_without_harm() {
+    let _serial = serial();
+    let (listener, conn) = fake_pair(ListenerOptions::default());
+    let x8r8g8b8 = 0x2002_0888u32;
+    // Scanout data shorter than stride × height.
+    let short = vec![0u8; 100];
+    assert!(call(
+        &conn,
+        LISTENER_IFACE,
+        "Scanout",
+        &(64u32, 64u32, 256u32, x8r8g8b8, short)
+    )
+    .is_err());
+    assert!(matches!(next(&listener), QemuEvent::Rejected { .. }));
+    // Stride smaller than a row.
+    let data = vec![0u8; 64 * 64 * 4];
+    assert!(call(
+        &conn,
+        LISTENER_IFACE,
+        "Scanout",
+        &(64u32, 64u32, 4u32, x8r8g8b8, &data)
+    )
+    .is_err());
+    assert!(matches!(next(&listener), QemuEvent::Rejected { .. }));
+    // Unknown pixman format.
+    assert!(call(
+        &conn,
+        LISTENER_IFACE,
+        "Scanout",
+        &(64u32, 64u32, 256u32, 0x1234u32, &data)
+    )
+    .is_err());
+    assert!(matches!(next(&listener), QemuEvent::Rejected { .. }));
+    // A good scanout, then an update outside it and one with short data.
+    let mut picture = data.clone();
+    picture[0..4].copy_from_slice(&[1, 2, 3, 0]);
+    call(
+        &conn,
+        LISTENER_IFACE,
+        "Scanout",
+        &(64u32, 64u32, 256u32, x8r8g8b8, &picture),
+    )
+    .unwrap();
+    let QemuEvent::Scanout { frame } = next(&listener) else {
+        panic!("expected Scanout")
+    };
+    let update = (60i32, 60i32, 8i32, 8i32, 32u32, x8r8g8b8, vec![0u8; 256]);
+    assert!(call(&conn, LISTENER_IFACE, "Update", &update).is_err());
+    assert!(matches!(next(&listener), QemuEvent::Rejected { .. }));
+    let update = (0i32, 0i32, 8i32, 8i32, 32u32, x8r8g8b8, vec![9u8; 255]);
+    assert!(call(&conn, LISTENER_IFACE, "Update", &update).is_err());
+    assert!(matches!(next(&listener), QemuEvent::Rejected { .. }));
+    // A good update lands in the frame.
+    let update = (1i32, 0i32, 1i32, 1i32, 4u32, x8r8g8b8, vec![7u8, 8, 9, 0]);
+    let caller = {
+        let conn = conn.clone();
+        std::thread::spawn(move || call(&conn, LISTENER_IFACE, "Update", &update))
+    };
+    let QemuEvent::Update { rect, ack, .. } = next(&listener) else {
+        panic!("expected Update")
+    };
+    assert_eq!((rect.x, rect.y, rect.width, rect.height), (1, 0, 1, 1));
+    assert_eq!(&frame.lock().bytes()[0..8], &[1, 2, 3, 0, 7, 8, 9, 0]);
+    ack.complete();
+    caller.join().unwrap().unwrap();
+
+    // ScanoutMap past the end of the memfd.
+    let memfd = Memfd::create("fake-surface").unwrap();
+    memfd.set_size(64 * 64 * 4).unwrap();
+    let fd = || zbus::zvariant::Fd::from(memfd.as_fd());
+    let past = (fd(), 4096u32, 64u32, 64u32, 256u32, x8r8g8b8);
+    assert!(call(&conn, MAP_IFACE, "ScanoutMap", &past).is_err());
+    let QemuEvent::Rejected { error, .. } = next(&listener) else {
+        panic!("expected Rejected")
+    };
+    assert!(error.to_string().contains("exceeds"), "{error}");
+    let good = (fd(), 0u32, 64u32, 64u32, 256u32, x8r8g8b8);
+    call(&conn, MAP_IFACE, "ScanoutMap", &good).unwrap();
+    let QemuEvent::ScanoutMap { frame } = next(&listener) else {
+        panic!("expected ScanoutMap")
+    };
+    assert!(frame.lock().is_shared_memory());
+
+    // Multi-plane dma-buf with inconsistent lists, and a visible rect outside.
+    let planes = |x: u32, w: u32, n: u32, fourcc: &[u8; 4]| {
+        (
+            vec![fd()],
+            x,
+            0u32,
+            w,
+            64u32,
+            vec![0u32, 0],
+            vec![256u32],
+            n,
+            u32::from_le_bytes(*fourcc),
+            64u32,
+            64u32,
+            u64::MAX,
+            false,
+        )
+    };
+    let inconsistent = planes(0, 64, 2, b"NV12");
+    assert!(call(&conn, DMABUF2_IFACE, "ScanoutDMABUF2", &inconsistent).is_err());
+    assert!(matches!(next(&listener), QemuEvent::Rejected { .. }));
+    let outside = planes(10, 64, 1, b"XR24");
+    assert!(call(&conn, DMABUF2_IFACE, "ScanoutDMABUF2", &outside).is_err());
+    assert!(matches!(next(&listener), QemuEvent::Rejected { .. }));
+    call(
+        &conn,
+        DMABUF2_IFACE,
+        "ScanoutDMABUF2",
+        &planes(0, 32, 1, b"XR24"),
+    )
+    .unwrap();
+    let QemuEvent::ScanoutDmabuf { scanout } = next(&listener) else {
+        panic!("expected dmabuf")
+    };
+    assert_eq!((scanout.visible.width, scanout.backing_width), (32, 64));
+    assert!(!scanout.y0_top);
+    assert_eq!(scanout.modifier.raw(), u64::MAX);
+
+    // Cursor with too little data; then a good one and MouseSet.
+    assert!(call(
+        &conn,
+        LISTENER_IFACE,
+        "CursorDefine",
+        &(4i32, 4i32, 0i32, 0i32, vec![0u8; 8])
+    )
+    .is_err());
+    assert!(matches!(next(&listener), QemuEvent::Rejected { .. }));
+    call(
+        &conn,
+        LISTENER_IFACE,
+        "CursorDefine",
+        &(2i32, 2i32, 1i32, 1i32, vec![0xffu8; 16]),
+    )
+    .unwrap();
+    assert!(
+        matches!(next(&listener), QemuEvent::CursorDefine { cursor } if cursor.argb.len() == 16)
+    );
+    call(&conn, LISTENER_IFACE, "MouseSet", &(5i32, 6i32, 1i32)).unwrap();
+    assert!(matches!(
+        next(&listener),
+        QemuEvent::MouseSet {
+            x: 5,
+            y: 6,
+            visible: true
+        }
+    ));
+    call(&conn, LISTENER_IFACE, "Disable", &()).unwrap();
+    assert!(matches!(next(&listener), QemuEvent::Disable));
+    drop(conn);
+    assert!(matches!(next(&listener), QemuEvent::Disconnected { .. }));
+}
