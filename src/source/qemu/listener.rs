@@ -25,8 +25,8 @@ use zbus::zvariant::{self, OwnedValue, Value};
 
 use super::pixman;
 use super::QemuError;
-use crate::export::PixelRect;
 use crate::format::{Modifier, PixelFormat};
+use crate::rect::Rect;
 use crate::sys::dmabuf::{Access, Mapping};
 use crate::sys::{self, memfd};
 
@@ -209,7 +209,7 @@ pub struct DmaBufScanout {
     /// Backing buffer height in pixels.
     pub backing_height: u32,
     /// The part of the backing buffer that is the display (what to draw).
-    pub visible: PixelRect,
+    pub visible: Rect,
     /// True when row 0 is the top of the picture; false: flip when drawing.
     pub y0_top: bool,
 }
@@ -285,7 +285,7 @@ pub enum QemuEvent {
         /// The frame written into.
         frame: SharedFrame,
         /// The damage.
-        rect: PixelRect,
+        rect: Rect,
         /// Complete after presenting.
         ack: FrameToken,
     },
@@ -299,7 +299,7 @@ pub enum QemuEvent {
         /// The mapped frame.
         frame: SharedFrame,
         /// The damage.
-        rect: PixelRect,
+        rect: Rect,
         /// Complete after presenting.
         ack: FrameToken,
     },
@@ -312,7 +312,7 @@ pub enum QemuEvent {
     /// `ack` completes.
     UpdateDmabuf {
         /// The damage.
-        rect: PixelRect,
+        rect: Rect,
         /// Complete after presenting.
         ack: FrameToken,
     },
@@ -380,6 +380,16 @@ impl QemuListener {
     /// some other way). Returns at once; the D-Bus handshake runs on the listener's
     /// thread and a failure arrives as [`QemuEvent::Disconnected`].
     pub fn serve(stream: UnixStream, options: ListenerOptions) -> Result<Self, QemuError> {
+        Self::serve_with_size(stream, options, None)
+    }
+
+    /// [`QemuListener::serve`], asking `surface_size` for the new size when an `Update`
+    /// does not fit the current surface (a surface switch QEMU did not announce).
+    pub fn serve_with_size(
+        stream: UnixStream,
+        options: ListenerOptions,
+        surface_size: Option<SurfaceSize>,
+    ) -> Result<Self, QemuError> {
         let socket = stream
             .try_clone()
             .map_err(QemuError::socket("dup listener socket"))?;
@@ -393,6 +403,7 @@ impl QemuListener {
         let stop = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             options,
+            surface_size,
             tx,
             wake: wake_tx,
             stop: stop.clone(),
@@ -480,8 +491,17 @@ enum Current {
     Dmabuf { width: u32, height: u32 },
 }
 
+/// Asks QEMU for the console's current surface size (its `Width`/`Height` properties).
+///
+/// QEMU does not announce a surface switch on the pixel-data path: it sends `Scanout`
+/// only for a full-surface update, so after a mode change (VGA graphics → 720×400
+/// text, say) the `Update`s of the new surface come first. The listener asks this to
+/// learn the new size (seen with QEMU 10.0).
+pub type SurfaceSize = Box<dyn Fn() -> Option<(u32, u32)> + Send>;
+
 struct Worker {
     options: ListenerOptions,
+    surface_size: Option<SurfaceSize>,
     tx: Sender<QemuEvent>,
     wake: UnixStream,
     stop: Arc<AtomicBool>,
@@ -658,7 +678,7 @@ impl Worker {
                     u64,
                     bool,
                 ) = body.deserialize().map_err(bad_body)?;
-                let visible = PixelRect {
+                let visible = Rect {
                     x: 0,
                     y: 0,
                     width,
@@ -693,7 +713,7 @@ impl Worker {
                     u64,
                     bool,
                 ) = body.deserialize().map_err(bad_body)?;
-                let visible = PixelRect {
+                let visible = Rect {
                     x,
                     y,
                     width: w,
@@ -901,6 +921,22 @@ impl Worker {
             return Err(QemuError::NoScanout { method: "Update" });
         };
         let format = checked_format(pixman_format)?;
+        let (frame_width, frame_height) = {
+            let guard = frame.lock();
+            (guard.width, guard.height)
+        };
+        if checked_rect(x, y, w, h, frame_width, frame_height).is_err() {
+            if let Some(frame) = self.switched_surface(x, y, w, h, format, pixman_format) {
+                // The new surface starts black; this update and the ones after it
+                // (QEMU redraws the whole new surface) fill it in.
+                self.current = Current::Owned(frame.clone());
+                self.update(x, y, w, h, stride, pixman_format, data)?;
+                return Ok(Outcome::Event(QemuEvent::Scanout { frame }));
+            }
+        }
+        let Current::Owned(frame) = &self.current else {
+            return Err(QemuError::NoScanout { method: "Update" });
+        };
         let mut guard = frame.lock();
         if format != guard.format {
             return Err(QemuError::FormatChanged {
@@ -947,6 +983,31 @@ impl Worker {
             ack,
         };
         Ok(Outcome::Gated(event, presented))
+    }
+
+    /// A black surface of the console's current size, when an update that does not fit
+    /// the old surface fits that size; `None` otherwise (the update is then refused).
+    fn switched_surface(
+        &self,
+        x: i32,
+        y: i32,
+        w: i32,
+        h: i32,
+        format: PixelFormat,
+        pixman_format: u32,
+    ) -> Option<SharedFrame> {
+        let (width, height) = (self.surface_size.as_ref()?)()?;
+        checked_rect(x, y, w, h, width, height).ok()?;
+        let stride = width.checked_mul(format.bytes_per_pixel())?;
+        let len = checked_surface(width, height, stride, format).ok()?;
+        Some(SharedFrame(Arc::new(Mutex::new(Frame {
+            width,
+            height,
+            stride,
+            format,
+            pixman: pixman_format,
+            storage: Storage::Owned(vec![0; usize::try_from(len).ok()?]),
+        }))))
     }
 
     fn scanout_map(
@@ -998,7 +1059,7 @@ impl Worker {
         fourcc: u32,
         modifier: u64,
         (backing_width, backing_height): (u32, u32),
-        visible: PixelRect,
+        visible: Rect,
         y0_top: bool,
     ) -> Handled {
         let n = num_planes as usize;
@@ -1105,7 +1166,7 @@ fn checked_rect(
     h: i32,
     frame_width: u32,
     frame_height: u32,
-) -> Result<PixelRect, QemuError> {
+) -> Result<Rect, QemuError> {
     let (x64, y64, w64, h64) = (i64::from(x), i64::from(y), i64::from(w), i64::from(h));
     if x < 0
         || y < 0
@@ -1123,7 +1184,7 @@ fn checked_rect(
             frame_height,
         });
     }
-    Ok(PixelRect {
+    Ok(Rect {
         x: x as u32,
         y: y as u32,
         width: w as u32,

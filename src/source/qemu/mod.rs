@@ -522,7 +522,14 @@ impl QemuConsole {
         let (ours, theirs) = UnixStream::pair().map_err(QemuError::socket("socketpair"))?;
         // The listener thread must be serving before QEMU answers RegisterListener:
         // QEMU authenticates and reads our properties inside that call.
-        let listener = QemuListener::serve(ours, options)?;
+        let display = self.display.clone();
+        let path = self.path.clone();
+        let surface_size: listener::SurfaceSize = Box::new(move || {
+            let width = display.property(&path, CONSOLE_IFACE, "Width").ok()?;
+            let height = display.property(&path, CONSOLE_IFACE, "Height").ok()?;
+            Some((width, height))
+        });
+        let listener = QemuListener::serve_with_size(ours, options, Some(surface_size))?;
         let fd = zvariant::Fd::from(&theirs);
         let () = self
             .display
