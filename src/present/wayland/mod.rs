@@ -75,6 +75,35 @@ pub enum PresenterEvent {
         /// The export's generation.
         generation: u64,
     },
+    /// A key was pressed or released while the window had keyboard focus
+    /// ([`ShmPresenter`] only).
+    Key {
+        /// The Linux evdev key code (`KEY_ESC` = 1…), as `wl_keyboard.key` carries it.
+        code: u32,
+        /// Pressed (true) or released.
+        pressed: bool,
+    },
+    /// The pointer moved over the picture ([`ShmPresenter`] only), in frame pixels: the
+    /// letterbox placement and scale are undone; motion over the black bars is not
+    /// reported.
+    PointerMotion {
+        /// Column in the frame (0..width).
+        x: u32,
+        /// Row in the frame (0..height).
+        y: u32,
+    },
+    /// A pointer button was pressed or released ([`ShmPresenter`] only).
+    Button {
+        /// The Linux evdev button code (`BTN_LEFT` = 0x110…).
+        code: u32,
+        /// Pressed (true) or released.
+        pressed: bool,
+    },
+    /// The vertical scroll wheel turned ([`ShmPresenter`] only).
+    Axis {
+        /// Wheel notches; negative scrolls up.
+        vertical_steps: i32,
+    },
 }
 
 /// Errors of the Wayland presenters.

@@ -27,8 +27,10 @@ use smithay_client_toolkit::subcompositor::SubcompositorState;
 use smithay_client_toolkit::{delegate_dispatch2, delegate_registry, registry_handlers};
 use wayland_client::backend::WaylandError;
 use wayland_client::globals::{registry_queue_init, GlobalError};
-use wayland_client::protocol::{wl_output, wl_shm, wl_subsurface, wl_surface};
-use wayland_client::{Connection, Dispatch, EventQueue, Proxy, QueueHandle};
+use wayland_client::protocol::{
+    wl_compositor, wl_keyboard, wl_output, wl_pointer, wl_seat, wl_shm, wl_subsurface, wl_surface,
+};
+use wayland_client::{Connection, Dispatch, EventQueue, Proxy, QueueHandle, WEnum};
 use wayland_protocols::wp::viewporter::client::{wp_viewport, wp_viewporter};
 
 use super::damage::{fit_letterbox, Placement, StaleRegion};
@@ -167,6 +169,46 @@ struct App {
     frame_pending: bool,
     closed: bool,
     events: Vec<PresenterEvent>,
+    input: Input,
+}
+
+/// Seat input and the guest's cursor.
+#[derive(Debug)]
+struct Input {
+    compositor: wl_compositor::WlCompositor,
+    pointer: Option<wl_pointer::WlPointer>,
+    keyboard: Option<wl_keyboard::WlKeyboard>,
+    /// The serial of the pointer's `enter` while it is over the window.
+    pointer_serial: Option<u32>,
+    cursor: Option<CursorBuffer>,
+    cursor_visible: bool,
+}
+
+/// The guest's cursor image in its own surface and pool.
+#[derive(Debug)]
+struct CursorBuffer {
+    surface: wl_surface::WlSurface,
+    _pool: SlotPool,
+    _buffer: Buffer,
+    hot_x: i32,
+    hot_y: i32,
+}
+
+impl Input {
+    /// Shows the guest's cursor (or hides the pointer) while the pointer is over the
+    /// window. Without a guest cursor the compositor's stays.
+    fn apply_cursor(&self) {
+        let (Some(pointer), Some(serial)) = (&self.pointer, self.pointer_serial) else {
+            return;
+        };
+        match (&self.cursor, self.cursor_visible) {
+            (Some(cursor), true) => {
+                pointer.set_cursor(serial, Some(&cursor.surface), cursor.hot_x, cursor.hot_y)
+            }
+            (_, false) => pointer.set_cursor(serial, None, 0, 0),
+            (None, true) => {}
+        }
+    }
 }
 
 impl App {
@@ -308,6 +350,8 @@ impl ShmPresenter {
         let viewporter: wp_viewporter::WpViewporter = globals
             .bind(&qh, 1..=1, ())
             .map_err(missing("wp_viewporter"))?;
+        // Input is optional: a compositor without a seat still shows the picture.
+        let _seat: Option<wl_seat::WlSeat> = globals.bind(&qh, 1..=5, ()).ok();
 
         let surface = compositor.create_surface(&qh);
         let window = xdg_shell.create_window(surface, WindowDecorations::RequestServer, &qh);
@@ -355,6 +399,14 @@ impl ShmPresenter {
             frame_pending: false,
             closed: false,
             events: Vec::new(),
+            input: Input {
+                compositor: compositor.wl_compositor().clone(),
+                pointer: None,
+                keyboard: None,
+                pointer_serial: None,
+                cursor: None,
+                cursor_visible: true,
+            },
         };
         // Learn the wl_shm formats (and usually get the first configure).
         queue.roundtrip(&mut app)?;
@@ -405,6 +457,72 @@ impl ShmPresenter {
         self.app.child_current = false;
         if self.app.configured {
             self.app.apply_layout();
+        }
+        self.flush()
+    }
+
+    /// Sets the pointer image shown over the window: `argb` holds `width` × `height`
+    /// ARGB8888 pixels (bytes B G R A, rows of `width * 4` bytes), `(hot_x, hot_y)` is
+    /// the hot spot. Shown 1:1 (not scaled with the picture) whenever the pointer is
+    /// over the window and the cursor is visible.
+    pub fn set_cursor_image(
+        &mut self,
+        width: u32,
+        height: u32,
+        hot_x: i32,
+        hot_y: i32,
+        argb: &[u8],
+    ) -> Result<(), PresentError> {
+        let bad = PresentError::BadFrameSize { width, height };
+        if !(1..=1024).contains(&width) || !(1..=1024).contains(&height) {
+            return Err(bad);
+        }
+        let stride = width as usize * 4;
+        let len = stride * height as usize;
+        if argb.len() < len {
+            return Err(bad);
+        }
+        // A fresh pool per image: never grown while a buffer of it is attached.
+        let mut pool =
+            SlotPool::new(len, &self.app.shm).map_err(|e| PresentError::Pool(e.to_string()))?;
+        let (buffer, pixels) = pool
+            .create_buffer(
+                width as i32,
+                height as i32,
+                stride as i32,
+                wl_shm::Format::Argb8888,
+            )
+            .map_err(|e| PresentError::Pool(e.to_string()))?;
+        pixels[..len].copy_from_slice(&argb[..len]);
+        let surface = match self.app.input.cursor.take() {
+            Some(old) => old.surface,
+            None => self.app.input.compositor.create_surface(&self.qh, ()),
+        };
+        buffer
+            .attach_to(&surface)
+            .map_err(|e| PresentError::Pool(e.to_string()))?;
+        if surface.version() >= 4 {
+            surface.damage_buffer(0, 0, width as i32, height as i32);
+        } else {
+            surface.damage(0, 0, width as i32, height as i32);
+        }
+        surface.commit();
+        self.app.input.cursor = Some(CursorBuffer {
+            surface,
+            _pool: pool,
+            _buffer: buffer,
+            hot_x,
+            hot_y,
+        });
+        self.app.input.apply_cursor();
+        self.flush()
+    }
+
+    /// Shows or hides the pointer over the window (the guest's `MouseSet` visibility).
+    pub fn set_cursor_visible(&mut self, visible: bool) -> Result<(), PresentError> {
+        if self.app.input.cursor_visible != visible {
+            self.app.input.cursor_visible = visible;
+            self.app.input.apply_cursor();
         }
         self.flush()
     }
@@ -872,6 +990,158 @@ impl Dispatch<wp_viewport::WpViewport, ()> for App {
         _: &QueueHandle<Self>,
     ) {
         // wp_viewport has no events.
+    }
+}
+
+impl Dispatch<wl_seat::WlSeat, ()> for App {
+    fn event(
+        app: &mut Self,
+        seat: &wl_seat::WlSeat,
+        event: wl_seat::Event,
+        _: &(),
+        _: &Connection,
+        qh: &QueueHandle<Self>,
+    ) {
+        let wl_seat::Event::Capabilities {
+            capabilities: WEnum::Value(caps),
+        } = event
+        else {
+            return;
+        };
+        let input = &mut app.input;
+        if caps.contains(wl_seat::Capability::Pointer) {
+            if input.pointer.is_none() {
+                input.pointer = Some(seat.get_pointer(qh, ()));
+            }
+        } else if let Some(pointer) = input.pointer.take() {
+            if pointer.version() >= 3 {
+                pointer.release();
+            }
+            input.pointer_serial = None;
+        }
+        if caps.contains(wl_seat::Capability::Keyboard) {
+            if input.keyboard.is_none() {
+                input.keyboard = Some(seat.get_keyboard(qh, ()));
+            }
+        } else if let Some(keyboard) = input.keyboard.take() {
+            if keyboard.version() >= 3 {
+                keyboard.release();
+            }
+        }
+    }
+}
+
+impl App {
+    /// Reports pointer motion at window position (`x`, `y`) in frame pixels, if over the
+    /// picture.
+    fn pointer_at(&mut self, x: f64, y: f64) {
+        let Some(place) = self.placement() else {
+            return;
+        };
+        let fx = (x - f64::from(place.x)) * f64::from(self.spec.width) / f64::from(place.width);
+        let fy = (y - f64::from(place.y)) * f64::from(self.spec.height) / f64::from(place.height);
+        if fx < 0.0 || fy < 0.0 {
+            return;
+        }
+        let (fx, fy) = (fx.floor() as u32, fy.floor() as u32);
+        if fx < self.spec.width && fy < self.spec.height {
+            self.events
+                .push(PresenterEvent::PointerMotion { x: fx, y: fy });
+        }
+    }
+}
+
+impl Dispatch<wl_pointer::WlPointer, ()> for App {
+    fn event(
+        app: &mut Self,
+        pointer: &wl_pointer::WlPointer,
+        event: wl_pointer::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        match event {
+            wl_pointer::Event::Enter {
+                serial,
+                surface,
+                surface_x,
+                surface_y,
+            } => {
+                if surface == *app.window.wl_surface() || surface == app.child {
+                    app.input.pointer_serial = Some(serial);
+                    app.input.apply_cursor();
+                    app.pointer_at(surface_x, surface_y);
+                }
+            }
+            wl_pointer::Event::Leave { .. } => app.input.pointer_serial = None,
+            wl_pointer::Event::Motion {
+                surface_x,
+                surface_y,
+                ..
+            } => {
+                if app.input.pointer_serial.is_some() {
+                    app.pointer_at(surface_x, surface_y);
+                }
+            }
+            wl_pointer::Event::Button { button, state, .. } => {
+                let pressed = matches!(state, WEnum::Value(wl_pointer::ButtonState::Pressed));
+                app.events.push(PresenterEvent::Button {
+                    code: button,
+                    pressed,
+                });
+            }
+            // Version 5+ sends discrete steps beside the continuous value: use those.
+            wl_pointer::Event::AxisDiscrete {
+                axis: WEnum::Value(wl_pointer::Axis::VerticalScroll),
+                discrete,
+            } if discrete != 0 => app.events.push(PresenterEvent::Axis {
+                vertical_steps: discrete,
+            }),
+            wl_pointer::Event::Axis {
+                axis: WEnum::Value(wl_pointer::Axis::VerticalScroll),
+                value,
+                ..
+            } if pointer.version() < 5 => {
+                // One wheel notch is 10 surface units in most compositors.
+                let steps = (value / 10.0).round() as i32;
+                if steps != 0 {
+                    app.events.push(PresenterEvent::Axis {
+                        vertical_steps: steps,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Dispatch<wl_keyboard::WlKeyboard, ()> for App {
+    fn event(
+        app: &mut Self,
+        _: &wl_keyboard::WlKeyboard,
+        event: wl_keyboard::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        // The keymap's fd is dropped (closed) with the event: the guest gets raw codes.
+        if let wl_keyboard::Event::Key { key, state, .. } = event {
+            let pressed = matches!(state, WEnum::Value(wl_keyboard::KeyState::Pressed));
+            app.events.push(PresenterEvent::Key { code: key, pressed });
+        }
+    }
+}
+
+impl Dispatch<wl_surface::WlSurface, ()> for App {
+    fn event(
+        _: &mut Self,
+        _: &wl_surface::WlSurface,
+        _: wl_surface::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        // The cursor surface's enter/leave events do not matter.
     }
 }
 
