@@ -1066,23 +1066,17 @@ impl Dispatch<wl_pointer::WlPointer, ()> for App {
                 surface,
                 surface_x,
                 surface_y,
-            } => {
-                if surface == *app.window.wl_surface() || surface == app.child {
-                    app.input.pointer_serial = Some(serial);
-                    app.input.apply_cursor();
-                    app.pointer_at(surface_x, surface_y);
-                }
+            } if surface == *app.window.wl_surface() || surface == app.child => {
+                app.input.pointer_serial = Some(serial);
+                app.input.apply_cursor();
+                app.pointer_at(surface_x, surface_y);
             }
             wl_pointer::Event::Leave { .. } => app.input.pointer_serial = None,
             wl_pointer::Event::Motion {
                 surface_x,
                 surface_y,
                 ..
-            } => {
-                if app.input.pointer_serial.is_some() {
-                    app.pointer_at(surface_x, surface_y);
-                }
-            }
+            } if app.input.pointer_serial.is_some() => app.pointer_at(surface_x, surface_y),
             wl_pointer::Event::Button { button, state, .. } => {
                 let pressed = matches!(state, WEnum::Value(wl_pointer::ButtonState::Pressed));
                 app.events.push(PresenterEvent::Button {

@@ -13,7 +13,11 @@
 //! for, for gl=on; the page-flip event away from it for KMS). gl=off copies each frame,
 //! so one guest buffer drawn in place is enough there.
 //!
+//! `--source qemu[:ADDRESS]` shows a running QEMU's `-display dbus` console(s) instead
+//! (see `qemu.rs`).
+//!
 //! ```text
+//! cargo run --release --example viewer -- --source qemu:unix:path=/tmp/qemu-bus --send-keys esc
 //! cargo run --release --example viewer -- --size 1280x720 --frames 300 --screenshot shot.png
 //! cargo run --release --example viewer -- --output kms:/dev/dri/card1 --frames 600
 //! ```
@@ -31,6 +35,9 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+#[cfg(all(feature = "wayland", feature = "qemu"))]
+mod qemu;
 
 #[cfg(feature = "wayland")]
 mod viewer {
@@ -95,10 +102,44 @@ mod viewer {
         Auto,
     }
 
+    /// Where the guest's frames come from.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum SourceChoice {
+        /// The built-in demo guest.
+        Demo,
+        /// QEMU's D-Bus display at this bus address (empty: the session bus).
+        Qemu(String),
+    }
+
+    fn parse_source(text: &str) -> Result<SourceChoice, String> {
+        match text.split_once(':') {
+            None if text == "demo" => Ok(SourceChoice::Demo),
+            None if text == "qemu" => Ok(SourceChoice::Qemu(String::new())),
+            Some(("qemu", address)) => Ok(SourceChoice::Qemu(address.to_owned())),
+            _ => Err(format!("{text:?} is not demo, qemu or qemu:ADDRESS")),
+        }
+    }
+
     /// A Wayland viewer for a virtual machine's framebuffer.
     #[derive(Debug, Parser)]
     #[command(version, about)]
     struct Args {
+        /// Frame source: demo (built-in guest), qemu (QEMU `-display dbus` on the
+        /// session bus) or qemu:ADDRESS (a D-Bus address such as unix:path=/tmp/bus).
+        #[arg(long, default_value = "demo", value_parser = parse_source)]
+        source: SourceChoice,
+        /// QEMU: the console to show, or `all` (one window per graphic console).
+        #[cfg(feature = "qemu")]
+        #[arg(long, default_value = "0", value_parser = crate::qemu::parse_console)]
+        console: crate::qemu::ConsoleChoice,
+        /// QEMU: do not offer shared memory (Unix.Map); pixels come over the socket.
+        #[arg(long)]
+        qemu_no_map: bool,
+        /// QEMU: keys typed into the guest once the first frame is shown, e.g.
+        /// `esc` or `f12,down,enter` (names or evdev codes).
+        #[cfg(feature = "qemu")]
+        #[arg(long, value_parser = crate::qemu::parse_keys)]
+        send_keys: Option<Vec<u32>>,
         /// Rendering path.
         #[arg(long, value_enum, default_value = "auto")]
         gl: GlMode,
@@ -400,6 +441,9 @@ mod viewer {
 
     pub fn run() -> Result<(), Error> {
         let args = Args::parse();
+        if let SourceChoice::Qemu(address) = &args.source {
+            return run_qemu(&args, address);
+        }
         let (width, height) = args.size;
         // Two guest buffers where the display may read guest memory directly (zero
         // copy, KMS); one, drawn in place, where gl=off copies it out anyway.
@@ -570,6 +614,25 @@ mod viewer {
         }
         stats.print(started.elapsed());
         Ok(())
+    }
+
+    /// `--source qemu`: QEMU's console(s) on the gl=off path.
+    #[cfg(feature = "qemu")]
+    fn run_qemu(args: &Args, address: &str) -> Result<(), Error> {
+        if args.gl == GlMode::On {
+            println!("viewer: QEMU is shown with gl=off (wl_shm copy)");
+        }
+        crate::qemu::run(crate::qemu::QemuArgs {
+            address: address.to_owned(),
+            console: args.console,
+            map: !args.qemu_no_map,
+            send_keys: args.send_keys.clone().unwrap_or_default(),
+        })
+    }
+
+    #[cfg(not(feature = "qemu"))]
+    fn run_qemu(_: &Args, _: &str) -> Result<(), Error> {
+        Err("this viewer was built without the `qemu` feature".into())
     }
 
     /// Shows the guest on a KMS plane: each guest buffer is exported for scanout
