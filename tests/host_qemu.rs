@@ -7,22 +7,25 @@
 //! (`scripts/setup-host.sh` installs them).
 #![cfg(feature = "qemu")]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use guestfb::source::qemu::listener::{DMABUF2_IFACE, LISTENER_IFACE, LISTENER_PATH, MAP_IFACE};
 use guestfb::source::qemu::{
-    ConsoleKind, ListenerOptions, QemuAddress, QemuConsole, QemuDisplay, QemuEvent, QemuListener,
-    Recv, SharedFrame, UiInfo,
+    ConsoleKind, ListenerOptions, QemuConsole, QemuDisplay, QemuEvent, QemuListener, Recv,
+    SharedFrame, UiInfo,
 };
 use guestfb::sys::memfd::Memfd;
-use serde_json::{json, Value};
+use serde_json::json;
+
+mod common;
+
+use common::qemu::{wait_for_display, Bus, Qemu};
 
 /// QEMU under TCG is heavy on this 2-core machine, and fd counts must not see other
 /// tests' fds: one test at a time.
@@ -38,184 +41,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// A private session bus.
-struct Bus {
-    child: Child,
-    address: String,
-}
-
-impl Bus {
-    fn start() -> Self {
-        let mut child = Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("dbus-daemon must start (apt install dbus-daemon; scripts/setup-host.sh)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let address = line.trim().to_owned();
-        assert!(
-            address.starts_with("unix:"),
-            "dbus-daemon printed {address:?}"
-        );
-        Self { child, address }
-    }
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A QEMU on `bus` with its QMP socket.
-struct Qemu {
-    child: Child,
-    qmp: BufReader<UnixStream>,
-    dir: PathBuf,
-}
-
-impl Qemu {
-    fn start(bus: &Bus, dir: &Path, extra: &[&str]) -> Self {
-        let qmp_path = dir.join("qmp.sock");
-        let _ = std::fs::remove_file(&qmp_path);
-        let mut child = Command::new("qemu-system-x86_64")
-            .args([
-                "-machine",
-                "pc,accel=tcg",
-                "-m",
-                "64",
-                "-nodefaults",
-                "-no-user-config",
-            ])
-            .args(["-vga", "std", "-display", "dbus"])
-            .args(["-boot", "menu=on,splash-time=20000"])
-            .arg("-qmp")
-            .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
-            .args(extra)
-            .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("qemu-system-x86_64 must start (scripts/setup-host.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let stream = loop {
-            if let Ok(stream) = UnixStream::connect(&qmp_path) {
-                break stream;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("QEMU exited with {status} before its QMP socket appeared");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "QEMU's QMP socket never appeared"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let mut qemu = Self {
-            child,
-            qmp: BufReader::new(stream),
-            dir: dir.to_owned(),
-        };
-        qemu.read_reply(); // greeting
-        qemu.qmp("qmp_capabilities", json!({}));
-        qemu
-    }
-
-    fn read_reply(&mut self) -> Value {
-        loop {
-            let mut line = String::new();
-            let n = self.qmp.read_line(&mut line).unwrap();
-            assert!(n > 0, "QMP connection closed");
-            let value: Value = serde_json::from_str(&line).unwrap();
-            if value.get("event").is_none() {
-                return value;
-            }
-        }
-    }
-
-    fn qmp(&mut self, command: &str, arguments: Value) -> Value {
-        let request = json!({"execute": command, "arguments": arguments});
-        let stream = self.qmp.get_mut();
-        writeln!(stream, "{request}").unwrap();
-        let reply = self.read_reply();
-        assert!(reply.get("error").is_none(), "QMP {command}: {reply}");
-        reply["return"].clone()
-    }
-
-    /// QEMU's own picture of the console: (width, height, RGB bytes).
-    fn screendump(&mut self) -> (u32, u32, Vec<u8>) {
-        let path = self.dir.join("screendump.png");
-        let _ = std::fs::remove_file(&path);
-        self.qmp(
-            "screendump",
-            json!({"filename": path.to_str().unwrap(), "format": "png"}),
-        );
-        let mut decoder = png::Decoder::new(std::fs::File::open(&path).unwrap());
-        decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-        let mut reader = decoder.read_info().unwrap();
-        let mut buf = vec![0; reader.output_buffer_size()];
-        let info = reader.next_frame(&mut buf).unwrap();
-        buf.truncate(info.buffer_size());
-        let channels = info.color_type.samples();
-        let rgb = buf
-            .chunks_exact(channels)
-            .flat_map(|px| [px[0], px[1], px[2]])
-            .collect();
-        (info.width, info.height, rgb)
-    }
-
-    /// The characters of the VGA text screen (guest memory at 0xb8000).
-    fn text_screen(&mut self) -> String {
-        let path = self.dir.join("text.bin");
-        self.qmp(
-            "pmemsave",
-            json!({"val": 0xb8000, "size": 4000, "filename": path.to_str().unwrap()}),
-        );
-        let bytes = std::fs::read(&path).unwrap();
-        bytes.iter().step_by(2).map(|&b| b as char).collect()
-    }
-
-    fn wait_for_text(&mut self, text: &str, timeout: Duration, _pump: &mut Pump) {
-        let deadline = Instant::now() + timeout;
-        while !self.text_screen().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "the guest never showed {text:?}; screen: {:?}",
-                self.text_screen().trim()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for_display(bus: &Bus) -> QemuDisplay {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let attempt = QemuDisplay::connect(QemuAddress::Bus(bus.address.clone()))
-            .and_then(|d| d.console_ids().map(|ids| (d, ids)));
-        match attempt {
-            Ok((display, ids)) if !ids.is_empty() => return display,
-            Ok(_) => {}
-            Err(error) => assert!(
-                Instant::now() < deadline,
-                "QEMU's display never appeared on the bus: {error}"
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// What the pump thread saw.
@@ -368,11 +193,7 @@ fn pixels_match_screendump(map: bool) {
     let mut qemu = Qemu::start(&bus, &dir, &[]);
     let display = wait_for_display(&bus);
     let (_console, mut pump) = attach(&display, map);
-    qemu.wait_for_text(
-        "Press ESC for boot menu",
-        Duration::from_secs(30),
-        &mut pump,
-    );
+    qemu.wait_for_text("Press ESC for boot menu", Duration::from_secs(30));
     let picture = assert_matches_screendump(&mut qemu, &mut pump);
     assert!(
         picture.iter().any(|&b| b != 0),
@@ -420,17 +241,13 @@ fn esc_key_opens_the_seabios_boot_menu() {
     let mut qemu = Qemu::start(&bus, &dir, &[]);
     let display = wait_for_display(&bus);
     let (console, mut pump) = attach(&display, true);
-    qemu.wait_for_text(
-        "Press ESC for boot menu",
-        Duration::from_secs(30),
-        &mut pump,
-    );
+    qemu.wait_for_text("Press ESC for boot menu", Duration::from_secs(30));
     let before = assert_matches_screendump(&mut qemu, &mut pump);
     const KEY_ESC: u32 = 1;
     console.key_press(KEY_ESC).unwrap();
     std::thread::sleep(Duration::from_millis(50));
     console.key_release(KEY_ESC).unwrap();
-    qemu.wait_for_text("Select boot device", Duration::from_secs(20), &mut pump);
+    qemu.wait_for_text("Select boot device", Duration::from_secs(20));
     let after = assert_matches_screendump(&mut qemu, &mut pump);
     assert_ne!(before, after, "the screen did not change after ESC");
 }
@@ -560,11 +377,7 @@ fn killed_qemu_disconnects_cleanly_and_a_restart_attaches_again() {
     let mut qemu = Qemu::start(&bus, &dir, &[]);
     let display = wait_for_display(&bus);
     let (_console, mut pump) = attach(&display, false);
-    qemu.wait_for_text(
-        "Press ESC for boot menu",
-        Duration::from_secs(30),
-        &mut pump,
-    );
+    qemu.wait_for_text("Press ESC for boot menu", Duration::from_secs(30));
     assert_matches_screendump(&mut qemu, &mut pump);
 }
 

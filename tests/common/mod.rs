@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests (each test binary uses a part of them).
 #![allow(dead_code)]
 
+#[cfg(feature = "qemu")]
+pub mod qemu;
 pub mod weston;
 
 use std::path::Path;

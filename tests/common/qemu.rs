@@ -1,0 +1,192 @@
+//! A real QEMU (TCG, `-vga std`, `-display dbus`, SeaBIOS screen, no disk) on a private
+//! dbus-daemon, driven over QMP. A missing QEMU or dbus-daemon is a failure, never a skip.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use guestfb::source::qemu::{QemuAddress, QemuDisplay};
+use serde_json::{json, Value};
+
+/// A private session bus.
+pub struct Bus {
+    /// The dbus-daemon process.
+    pub child: Child,
+    /// The bus address (`unix:path=…`).
+    pub address: String,
+}
+
+impl Bus {
+    pub fn start() -> Self {
+        let mut child = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("dbus-daemon must start (apt install dbus-daemon; scripts/setup-host.sh)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line.trim().to_owned();
+        assert!(
+            address.starts_with("unix:"),
+            "dbus-daemon printed {address:?}"
+        );
+        Self { child, address }
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A QEMU on `bus` with its QMP socket.
+pub struct Qemu {
+    /// The QEMU process.
+    pub child: Child,
+    qmp: BufReader<UnixStream>,
+    dir: PathBuf,
+}
+
+impl Qemu {
+    pub fn start(bus: &Bus, dir: &Path, extra: &[&str]) -> Self {
+        let qmp_path = dir.join("qmp.sock");
+        let _ = std::fs::remove_file(&qmp_path);
+        let mut child = Command::new("qemu-system-x86_64")
+            .args([
+                "-machine",
+                "pc,accel=tcg",
+                "-m",
+                "64",
+                "-nodefaults",
+                "-no-user-config",
+            ])
+            .args(["-vga", "std", "-display", "dbus"])
+            .args(["-boot", "menu=on,splash-time=20000"])
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
+            .args(extra)
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("qemu-system-x86_64 must start (scripts/setup-host.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let stream = loop {
+            if let Ok(stream) = UnixStream::connect(&qmp_path) {
+                break stream;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("QEMU exited with {status} before its QMP socket appeared");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "QEMU's QMP socket never appeared"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut qemu = Self {
+            child,
+            qmp: BufReader::new(stream),
+            dir: dir.to_owned(),
+        };
+        qemu.read_reply(); // greeting
+        qemu.qmp("qmp_capabilities", json!({}));
+        qemu
+    }
+
+    pub fn read_reply(&mut self) -> Value {
+        loop {
+            let mut line = String::new();
+            let n = self.qmp.read_line(&mut line).unwrap();
+            assert!(n > 0, "QMP connection closed");
+            let value: Value = serde_json::from_str(&line).unwrap();
+            if value.get("event").is_none() {
+                return value;
+            }
+        }
+    }
+
+    pub fn qmp(&mut self, command: &str, arguments: Value) -> Value {
+        let request = json!({"execute": command, "arguments": arguments});
+        let stream = self.qmp.get_mut();
+        writeln!(stream, "{request}").unwrap();
+        let reply = self.read_reply();
+        assert!(reply.get("error").is_none(), "QMP {command}: {reply}");
+        reply["return"].clone()
+    }
+
+    /// QEMU's own picture of the console: (width, height, RGB bytes).
+    pub fn screendump(&mut self) -> (u32, u32, Vec<u8>) {
+        let path = self.dir.join("screendump.png");
+        let _ = std::fs::remove_file(&path);
+        self.qmp(
+            "screendump",
+            json!({"filename": path.to_str().unwrap(), "format": "png"}),
+        );
+        let mut decoder = png::Decoder::new(std::fs::File::open(&path).unwrap());
+        decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        buf.truncate(info.buffer_size());
+        let channels = info.color_type.samples();
+        let rgb = buf
+            .chunks_exact(channels)
+            .flat_map(|px| [px[0], px[1], px[2]])
+            .collect();
+        (info.width, info.height, rgb)
+    }
+
+    /// The characters of the VGA text screen (guest memory at 0xb8000).
+    pub fn text_screen(&mut self) -> String {
+        let path = self.dir.join("text.bin");
+        self.qmp(
+            "pmemsave",
+            json!({"val": 0xb8000, "size": 4000, "filename": path.to_str().unwrap()}),
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        bytes.iter().step_by(2).map(|&b| b as char).collect()
+    }
+
+    pub fn wait_for_text(&mut self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.text_screen().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "the guest never showed {text:?}; screen: {:?}",
+                self.text_screen().trim()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_for_display(bus: &Bus) -> QemuDisplay {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let attempt = QemuDisplay::connect(QemuAddress::Bus(bus.address.clone()))
+            .and_then(|d| d.console_ids().map(|ids| (d, ids)));
+        match attempt {
+            Ok((display, ids)) if !ids.is_empty() => return display,
+            Ok(_) => {}
+            Err(error) => assert!(
+                Instant::now() < deadline,
+                "QEMU's display never appeared on the bus: {error}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
