@@ -139,7 +139,7 @@ mod viewer {
         /// `esc` or `f12,down,enter` (names or evdev codes).
         #[cfg(feature = "qemu")]
         #[arg(long, value_parser = crate::qemu::parse_keys)]
-        send_keys: Option<Vec<u32>>,
+        send_keys: Option<crate::qemu::KeyList>,
         /// Rendering path.
         #[arg(long, value_enum, default_value = "auto")]
         gl: GlMode,
@@ -626,7 +626,11 @@ mod viewer {
             address: address.to_owned(),
             console: args.console,
             map: !args.qemu_no_map,
-            send_keys: args.send_keys.clone().unwrap_or_default(),
+            send_keys: args
+                .send_keys
+                .clone()
+                .map(|keys| keys.0)
+                .unwrap_or_default(),
         })
     }
 

@@ -128,9 +128,13 @@ const KEY_NAMES: &[(&str, u32)] = &[
     ("delete", 111),
 ];
 
+/// Evdev key codes of `--send-keys`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyList(pub Vec<u32>);
+
 /// Parses `--send-keys KEY[,KEY…]` into evdev codes (names as in [`KEY_NAMES`], or
 /// decimal codes).
-pub fn parse_keys(text: &str) -> Result<Vec<u32>, String> {
+pub fn parse_keys(text: &str) -> Result<KeyList, String> {
     text.split(',')
         .filter(|name| !name.is_empty())
         .map(|name| {
@@ -142,7 +146,8 @@ pub fn parse_keys(text: &str) -> Result<Vec<u32>, String> {
                 .or_else(|| lower.parse().ok())
                 .ok_or_else(|| format!("unknown key {name:?}"))
         })
-        .collect()
+        .collect::<Result<_, _>>()
+        .map(KeyList)
 }
 
 /// One console in one window.
