@@ -246,3 +246,31 @@ fn killed_qemu_ends_the_viewer_with_status_1() {
         viewer.seen
     );
 }
+
+#[test]
+fn console_all_opens_one_window_per_head() {
+    let _serial = serial();
+    let dir = scratch("heads");
+    let bus = Bus::start();
+    let mut qemu = Qemu::start(
+        &bus,
+        &dir,
+        &["-vga", "none", "-device", "virtio-vga,max_outputs=2"],
+    );
+    qemu.wait_for_text("Press ESC for boot menu", Duration::from_secs(60));
+    let weston = Weston::start(WestonConfig::kiosk(720, 400, Renderer::Pixman));
+    let mut viewer = Viewer::start(&weston, &bus, &["--console", "all"]);
+    viewer.wait_for_line("console 0: first frame shown", Duration::from_secs(30));
+    viewer.wait_for_line("console 1: first frame shown", Duration::from_secs(30));
+    let attached = viewer
+        .seen
+        .iter()
+        .filter(|line| line.contains(") attached,"))
+        .count();
+    assert_eq!(attached, 2, "two windows: {:#?}", viewer.seen);
+    assert!(
+        viewer.child.try_wait().expect("viewer status").is_none(),
+        "the viewer quit: {:#?}",
+        viewer.seen
+    );
+}
