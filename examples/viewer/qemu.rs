@@ -354,7 +354,10 @@ impl Head {
                     stride,
                     format: DestFormat::Xrgb8888,
                 };
-                convert::blit(&source, &mut dest, &repair)?;
+                // A frame the converter refuses is logged; the window keeps its picture.
+                if let Err(error) = convert::blit(&source, &mut dest, &repair) {
+                    eprintln!("viewer: console {}: frame not shown: {error}", self.id);
+                }
             }
             // Display off (or a frame of another size than the window's, which a new
             // scanout follows): black.
