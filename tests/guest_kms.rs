@@ -447,3 +447,31 @@ fn gl_fill_avoids_the_hugetlb_vmap_quirk_exactly() {
     );
     presenter.shutdown().unwrap();
 }
+
+/// A second opener of the card is not DRM master: its commits fail with a typed error
+/// naming the card, not a bare EACCES, while the master's scanout goes on.
+#[test]
+fn a_presenter_without_drm_master_gets_a_clear_error() {
+    if !common::require_guest("a_presenter_without_drm_master_gets_a_clear_error") {
+        return;
+    }
+    let guest = demo_guest(PixelFormat::Xrgb8888, None);
+    let exporter = Exporter::new(guest.memory().clone(), PinManager::new(unlimited()));
+    let export = exporter
+        .export(1, &guest.desc(), PinPurpose::Scanout)
+        .unwrap();
+    let mut master = presenter(&exporter);
+    master.present(&export).unwrap();
+    let mut second = presenter(&exporter);
+    let error = second.present(&export).unwrap_err();
+    assert!(
+        matches!(error, guestfb::present::kms::KmsError::MasterLost { .. }),
+        "{error:?}"
+    );
+    let text = error.to_string();
+    assert!(text.contains("/dev/dri/card1"), "{text}");
+    // The master still flips.
+    master.present(&export).unwrap();
+    drop(second);
+    master.shutdown().unwrap();
+}
