@@ -63,12 +63,12 @@ struct Viewer {
 }
 
 impl Viewer {
-    fn start(weston: &Weston, bus: &Bus, extra: &[&str]) -> Self {
+    fn start(compositor: &Path, bus: &Bus, extra: &[&str]) -> Self {
         let mut child = Command::new(viewer_binary())
             .arg("--source")
             .arg(format!("qemu:{}", bus.address))
             .args(extra)
-            .env("WAYLAND_DISPLAY", weston.socket_path())
+            .env("WAYLAND_DISPLAY", compositor)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -190,7 +190,7 @@ fn assert_viewer_matches_screendump(qemu: &mut Qemu, weston: &Weston) -> Vec<u8>
 fn viewer_matches_screendump(extra: &[&str]) {
     let _serial = serial();
     let (bus, mut qemu, weston) = setup(if extra.is_empty() { "map" } else { "data" });
-    let mut viewer = Viewer::start(&weston, &bus, extra);
+    let mut viewer = Viewer::start(&weston.socket_path(), &bus, extra);
     viewer.wait_for_line("first frame shown", Duration::from_secs(30));
     let expected = if extra.contains(&"--qemu-no-map") {
         "pixel-data transport"
@@ -220,7 +220,7 @@ fn send_keys_esc_opens_the_seabios_boot_menu() {
     let _serial = serial();
     let (bus, mut qemu, weston) = setup("esc");
     let (_, _, before) = qemu.screendump();
-    let mut viewer = Viewer::start(&weston, &bus, &["--send-keys", "esc"]);
+    let mut viewer = Viewer::start(&weston.socket_path(), &bus, &["--send-keys", "esc"]);
     viewer.wait_for_line("sent 1 key(s)", Duration::from_secs(30));
     qemu.wait_for_text("Select boot device", Duration::from_secs(20));
     let after = assert_viewer_matches_screendump(&mut qemu, &weston);
@@ -231,7 +231,7 @@ fn send_keys_esc_opens_the_seabios_boot_menu() {
 fn killed_qemu_ends_the_viewer_with_status_1() {
     let _serial = serial();
     let (bus, mut qemu, weston) = setup("kill");
-    let mut viewer = Viewer::start(&weston, &bus, &[]);
+    let mut viewer = Viewer::start(&weston.socket_path(), &bus, &[]);
     viewer.wait_for_line("first frame shown", Duration::from_secs(30));
     qemu.child.kill().expect("kill QEMU");
     let _ = qemu.child.wait();
@@ -259,7 +259,7 @@ fn console_all_opens_one_window_per_head() {
     );
     qemu.wait_for_text("Press ESC for boot menu", Duration::from_secs(60));
     let weston = Weston::start(WestonConfig::kiosk(720, 400, Renderer::Pixman));
-    let mut viewer = Viewer::start(&weston, &bus, &["--console", "all"]);
+    let mut viewer = Viewer::start(&weston.socket_path(), &bus, &["--console", "all"]);
     viewer.wait_for_line("console 0: first frame shown", Duration::from_secs(30));
     viewer.wait_for_line("console 1: first frame shown", Duration::from_secs(30));
     let attached = viewer
@@ -273,4 +273,130 @@ fn console_all_opens_one_window_per_head() {
         "the viewer quit: {:#?}",
         viewer.seen
     );
+}
+
+/// weston on its X11 backend inside Xvfb: unlike the headless backend it has a seat
+/// with a keyboard and a pointer, which xdotool drives through the X server.
+struct NestedWeston {
+    xvfb: Child,
+    weston: Child,
+    display: String,
+    runtime: PathBuf,
+}
+
+impl NestedWeston {
+    fn start(width: u32, height: u32) -> Self {
+        let display = format!(":{}", 90 + std::process::id() % 100);
+        let xvfb = Command::new("Xvfb")
+            .args([
+                display.as_str(),
+                "-screen",
+                "0",
+                "1024x768x24",
+                "-nolisten",
+                "tcp",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb must start (scripts/setup-host.sh installs xvfb)");
+        let socket = Path::new("/tmp/.X11-unix").join(format!("X{}", &display[1..]));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "Xvfb {display} never came up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let runtime = scratch("nested-weston");
+        std::fs::create_dir_all(&runtime).unwrap();
+        std::fs::set_permissions(
+            &runtime,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        let weston = Command::new("weston")
+            .args([
+                "--backend=x11-backend.so",
+                "--socket=guestfb-nested",
+                &format!("--width={width}"),
+                &format!("--height={height}"),
+                "--renderer=pixman",
+                "--shell=kiosk",
+                "--idle-time=0",
+                "--no-config",
+            ])
+            .env("DISPLAY", &display)
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env_remove("WAYLAND_DISPLAY")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("weston must start");
+        let nested = Self {
+            xvfb,
+            weston,
+            display,
+            runtime,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::os::unix::net::UnixStream::connect(nested.socket()).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nested weston never accepted clients"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        nested
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.runtime.join("guestfb-nested")
+    }
+
+    /// Types `key` (an X keysym name) into weston's window, which hands it to the focused
+    /// Wayland window: the viewer's. With no X window manager, the X focus follows the
+    /// pointer, so the pointer goes over weston's window first.
+    fn type_key(&self, key: &str) {
+        for args in [&["mousemove", "100", "100"][..], &["key", key][..]] {
+            let status = Command::new("xdotool")
+                .args(args)
+                .env("DISPLAY", &self.display)
+                .stderr(Stdio::null())
+                .status()
+                .expect("xdotool must run (scripts/setup-host.sh installs it)");
+            assert!(status.success(), "xdotool {args:?}: {status}");
+        }
+    }
+}
+
+impl Drop for NestedWeston {
+    fn drop(&mut self) {
+        let _ = self.weston.kill();
+        let _ = self.weston.wait();
+        let _ = self.xvfb.kill();
+        let _ = self.xvfb.wait();
+    }
+}
+
+/// A key typed on the viewer's window (a real Wayland seat: wl_keyboard) reaches the
+/// guest: ESC at the SeaBIOS prompt opens the boot menu.
+#[test]
+fn keys_typed_on_the_window_reach_the_guest() {
+    let _serial = serial();
+    let dir = scratch("seat");
+    let bus = Bus::start();
+    let mut qemu = Qemu::start(&bus, &dir, &[]);
+    qemu.wait_for_text("Press ESC for boot menu", Duration::from_secs(60));
+    let nested = NestedWeston::start(TEXT_MODE.0, TEXT_MODE.1);
+    let mut viewer = Viewer::start(&nested.socket(), &bus, &[]);
+    viewer.wait_for_line("first frame shown", Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !qemu.text_screen().contains("Select boot device") {
+        assert!(
+            Instant::now() < deadline,
+            "ESC typed on the window never reached the guest; viewer said {:#?}",
+            viewer.seen
+        );
+        nested.type_key("Escape");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
