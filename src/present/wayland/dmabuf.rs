@@ -25,36 +25,20 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use smithay_client_toolkit::compositor::{
-    CompositorHandler, CompositorState, FrameCallbackData, Region,
-};
+use smithay_client_toolkit::compositor::{CompositorState, FrameCallbackData};
 use smithay_client_toolkit::dmabuf::{DmabufFeedback, DmabufHandler, DmabufState};
-use smithay_client_toolkit::output::{OutputHandler, OutputState};
-use smithay_client_toolkit::registry::{ProvidesRegistryState, RegistryState};
-use smithay_client_toolkit::shell::xdg::window::{
-    Window, WindowConfigure, WindowDecorations, WindowHandler,
-};
-use smithay_client_toolkit::shell::xdg::XdgShell;
-use smithay_client_toolkit::shell::WaylandSurface;
-use smithay_client_toolkit::shm::slot::{Buffer, SlotPool};
-use smithay_client_toolkit::shm::{Shm, ShmHandler};
-use smithay_client_toolkit::subcompositor::SubcompositorState;
-use smithay_client_toolkit::{delegate_dispatch2, delegate_registry, registry_handlers};
-use wayland_client::backend::{ObjectId, WaylandError};
-use wayland_client::globals::{registry_queue_init, GlobalError};
-use wayland_client::protocol::{wl_buffer, wl_output, wl_shm, wl_subsurface, wl_surface};
+use smithay_client_toolkit::shm::Shm;
+use wayland_client::backend::ObjectId;
+use wayland_client::protocol::{wl_buffer, wl_output};
 use wayland_client::{Connection, Dispatch, EventQueue, Proxy, QueueHandle};
 use wayland_protocols::wp::linux_dmabuf::zv1::client::{
     zwp_linux_buffer_params_v1, zwp_linux_dmabuf_feedback_v1,
 };
-use wayland_protocols::wp::viewporter::client::{wp_viewport, wp_viewporter};
 
-use super::damage::{fit_letterbox, Placement};
-use super::shm::poll_readable;
+use super::window::{self, missing, window_handlers, CoreOptions, WindowCore};
 use super::{PresentError, PresenterEvent, WindowOptions};
 use crate::export::ExportedFramebuffer;
 use crate::format::{Modifier, PixelFormat};
@@ -124,9 +108,8 @@ struct CachedBuffer {
 
 #[derive(Debug)]
 struct App {
-    registry: RegistryState,
-    outputs: OutputState,
-    shm: Shm,
+    /// The window; its letterbox's picture is the visible rect now shown.
+    core: WindowCore,
     dmabuf: DmabufState,
     /// (fourcc, modifier) pairs from the v4 default feedback, once it arrived.
     feedback_formats: Option<BTreeSet<(u32, u64)>>,
@@ -135,50 +118,9 @@ struct App {
     /// wl_buffers attached and not yet released by the compositor: (buffer id,
     /// generation).
     held: HashMap<ObjectId, (u64, u64)>,
-    window: Window,
-    parent_viewport: wp_viewport::WpViewport,
-    child: wl_surface::WlSurface,
-    subsurface: wl_subsurface::WlSubsurface,
-    child_viewport: wp_viewport::WpViewport,
-    _background_pool: SlotPool,
-    background: Buffer,
-    background_attached: bool,
-    default_size: (u32, u32),
-    /// Size of the picture (visible rect) now shown, for the letterbox.
-    picture: Option<(u32, u32)>,
-    window_size: Option<(u32, u32)>,
-    scale: u32,
-    configured: bool,
-    frame_pending: bool,
-    closed: bool,
-    events: Vec<PresenterEvent>,
 }
 
 impl App {
-    fn placement(&self) -> Option<Placement> {
-        Some(fit_letterbox(self.picture?, self.window_size?))
-    }
-
-    fn apply_layout(&mut self) {
-        let Some((width, height)) = self.window_size else {
-            return;
-        };
-        if let Some(place) = self.placement() {
-            self.child_viewport
-                .set_destination(place.width as i32, place.height as i32);
-            self.child.commit();
-            self.subsurface.set_position(place.x as i32, place.y as i32);
-        }
-        let parent = self.window.wl_surface();
-        if !self.background_attached && self.background.attach_to(parent).is_ok() {
-            self.background_attached = true;
-        }
-        parent.damage_buffer(0, 0, 1, 1);
-        self.parent_viewport
-            .set_destination(width as i32, height as i32);
-        parent.commit();
-    }
-
     fn offers(&self, fourcc: u32, modifier: u64) -> bool {
         match &self.feedback_formats {
             Some(formats) => formats.contains(&(fourcc, modifier)),
@@ -217,15 +159,6 @@ pub struct DmabufPresenter {
     conn: Connection,
 }
 
-fn missing(
-    interface: &'static str,
-) -> impl FnOnce(wayland_client::globals::BindError) -> PresentError {
-    move |error| PresentError::MissingGlobal {
-        interface,
-        reason: error.to_string(),
-    }
-}
-
 impl DmabufPresenter {
     /// Connects to the compositor named by `WAYLAND_DISPLAY` and opens the window.
     pub fn connect(options: WindowOptions) -> Result<Self, PresentError> {
@@ -234,22 +167,14 @@ impl DmabufPresenter {
 
     /// Connects to the compositor socket at `socket`.
     pub fn connect_to(socket: &Path, options: WindowOptions) -> Result<Self, PresentError> {
-        let stream = UnixStream::connect(socket).map_err(|source| PresentError::Socket {
-            path: socket.to_owned(),
-            source,
-        })?;
-        Self::from_connection(Connection::from_socket(stream)?, options)
+        Self::from_connection(window::connect_socket(socket)?, options)
     }
 
     /// Opens the window on an existing connection. Fails with
     /// [`PresentError::MissingGlobal`] when the compositor has no `zwp_linux_dmabuf_v1`
     /// (v3 or later).
     pub fn from_connection(conn: Connection, options: WindowOptions) -> Result<Self, PresentError> {
-        let (globals, mut queue) =
-            registry_queue_init::<App>(&conn).map_err(|error| match error {
-                GlobalError::Backend(backend) => PresentError::from(backend),
-                GlobalError::InvalidId(id) => PresentError::Protocol(id.to_string()),
-            })?;
+        let (globals, mut queue) = window::init_queue::<App>(&conn)?;
         let qh = queue.handle();
         let dmabuf = DmabufState::new(&globals, &qh);
         let Some(version) = dmabuf.version() else {
@@ -259,32 +184,18 @@ impl DmabufPresenter {
             });
         };
         let compositor = CompositorState::bind(&globals, &qh).map_err(missing("wl_compositor"))?;
-        let subcompositor =
-            SubcompositorState::bind(compositor.wl_compositor().clone(), &globals, &qh)
-                .map_err(missing("wl_subcompositor"))?;
-        let xdg_shell = XdgShell::bind(&globals, &qh).map_err(missing("xdg_wm_base"))?;
-        let shm = Shm::bind(&globals, &qh).map_err(missing("wl_shm"))?;
-        let viewporter: wp_viewporter::WpViewporter = globals
-            .bind(&qh, 1..=1, ())
-            .map_err(missing("wp_viewporter"))?;
-        let surface = compositor.create_surface(&qh);
-        let window = xdg_shell.create_window(surface, WindowDecorations::RequestServer, &qh);
-        window.set_title(options.title);
-        window.set_app_id(options.app_id);
-        let (subsurface, child) = subcompositor.create_subsurface(window.wl_surface().clone(), &qh);
-        subsurface.set_desync();
-        if let Ok(region) = Region::new(&compositor) {
-            child.set_input_region(Some(region.wl_region()));
-        }
-        let parent_viewport = viewporter.get_viewport(window.wl_surface(), &qh, ());
-        let child_viewport = viewporter.get_viewport(&child, &qh, ());
-        window.commit();
-        let mut background_pool =
-            SlotPool::new(64, &shm).map_err(|error| PresentError::Pool(error.to_string()))?;
-        let (background, pixel) = background_pool
-            .create_buffer(1, 1, 4, wl_shm::Format::Xrgb8888)
-            .map_err(|error| PresentError::Pool(error.to_string()))?;
-        pixel.fill(0);
+        let core = WindowCore::new(
+            &globals,
+            &qh,
+            &compositor,
+            Some(Shm::bind),
+            CoreOptions {
+                title: options.title,
+                app_id: options.app_id,
+                default_size: (options.width.max(1), options.height.max(1)),
+                report_scale: false,
+            },
+        )?;
         // v4: the default feedback's format table; v3: the modifier events.
         let feedback = if version >= 4 {
             dmabuf.get_default_feedback(&qh).ok()
@@ -292,30 +203,12 @@ impl DmabufPresenter {
             None
         };
         let mut app = App {
-            registry: RegistryState::new(&globals),
-            outputs: OutputState::new(&globals, &qh),
-            shm,
+            core,
             dmabuf,
             feedback_formats: None,
             feedback,
             creations: HashMap::new(),
             held: HashMap::new(),
-            window,
-            parent_viewport,
-            child,
-            subsurface,
-            child_viewport,
-            _background_pool: background_pool,
-            background,
-            background_attached: false,
-            default_size: (options.width.max(1), options.height.max(1)),
-            picture: None,
-            window_size: None,
-            scale: 1,
-            configured: false,
-            frame_pending: false,
-            closed: false,
-            events: Vec::new(),
         };
         // Formats (v3 events or v4 feedback) and usually the first configure.
         queue.roundtrip(&mut app)?;
@@ -355,17 +248,17 @@ impl DmabufPresenter {
 
     /// Whether the compositor asked to close the window.
     pub fn is_closed(&self) -> bool {
-        self.app.closed
+        self.app.core.closed
     }
 
     /// Whether a frame may be presented now.
     pub fn is_ready(&self) -> bool {
-        self.app.configured && !self.app.frame_pending && !self.app.closed
+        self.app.core.is_ready()
     }
 
     /// The window size in logical pixels, once configured.
     pub fn window_size(&self) -> Option<(u32, u32)> {
-        self.app.window_size
+        self.app.core.window_size
     }
 
     /// The connection's fd, for callers that poll several sources.
@@ -403,11 +296,7 @@ impl DmabufPresenter {
 
     /// Sends buffered requests to the compositor.
     pub fn flush(&self) -> Result<(), PresentError> {
-        match self.conn.flush() {
-            Ok(()) => Ok(()),
-            Err(WaylandError::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
-            Err(error) => Err(error.into()),
-        }
+        window::flush(&self.conn)
     }
 
     /// Handles compositor events, waiting up to `timeout` for one.
@@ -415,27 +304,10 @@ impl DmabufPresenter {
         &mut self,
         timeout: Option<Duration>,
     ) -> Result<Vec<PresenterEvent>, PresentError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            self.queue.dispatch_pending(&mut self.app)?;
-            self.flush()?;
-            if !self.app.events.is_empty() {
-                break;
-            }
-            let Some(guard) = self.queue.prepare_read() else {
-                continue;
-            };
-            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if !poll_readable(guard.connection_fd(), remaining)? {
-                break;
-            }
-            match guard.read() {
-                Ok(_) => {}
-                Err(WaylandError::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Ok(std::mem::take(&mut self.app.events))
+        window::dispatch_until(&self.conn, &mut self.queue, &mut self.app, timeout, |app| {
+            !app.core.events.is_empty()
+        })?;
+        Ok(self.app.core.take_events())
     }
 
     /// The `wl_buffer` of `export`, created (and awaited) on a cache miss.
@@ -540,22 +412,19 @@ impl DmabufPresenter {
         } else {
             height - visible.y - visible.height
         };
+        let child_viewport = &self.app.core.letterbox().child_viewport;
         if visible == Rect::full(width, height) {
-            self.app.child_viewport.set_source(-1.0, -1.0, -1.0, -1.0);
+            child_viewport.set_source(-1.0, -1.0, -1.0, -1.0);
         } else {
-            self.app.child_viewport.set_source(
+            child_viewport.set_source(
                 f64::from(visible.x),
                 f64::from(src_y),
                 f64::from(visible.width),
                 f64::from(visible.height),
             );
         }
-        let picture = (visible.width, visible.height);
-        if self.app.picture != Some(picture) {
-            self.app.picture = Some(picture);
-            self.app.apply_layout();
-        }
-        let child = &self.app.child;
+        self.app.core.set_picture((visible.width, visible.height));
+        let child = &self.app.core.letterbox().child;
         let transform = if layout.y0_top() {
             wl_output::Transform::Normal
         } else {
@@ -587,7 +456,7 @@ impl DmabufPresenter {
         }
         child.frame(&self.qh, FrameCallbackData(child.clone()));
         child.commit();
-        self.app.frame_pending = true;
+        self.app.core.frame_pending = true;
         self.flush()?;
         Ok(true)
     }
@@ -601,10 +470,7 @@ impl Drop for DmabufPresenter {
         if let Some(feedback) = self.app.feedback.take() {
             feedback.destroy();
         }
-        self.app.child_viewport.destroy();
-        self.app.parent_viewport.destroy();
-        self.app.subsurface.destroy();
-        self.app.child.destroy();
+        self.app.core.destroy();
         let _ = self.conn.flush();
     }
 }
@@ -657,7 +523,7 @@ impl DmabufHandler for App {
     fn released(&mut self, _: &Connection, _: &QueueHandle<Self>, buffer: &wl_buffer::WlBuffer) {
         // The compositor no longer reads this guest buffer: the guest may draw into it.
         if let Some((buffer_id, generation)) = self.held.remove(&buffer.id()) {
-            self.events.push(PresenterEvent::BufferReleased {
+            self.core.events.push(PresenterEvent::BufferReleased {
                 buffer_id,
                 generation,
             });
@@ -665,148 +531,7 @@ impl DmabufHandler for App {
     }
 }
 
-impl CompositorHandler for App {
-    fn scale_factor_changed(
-        &mut self,
-        _: &Connection,
-        _: &QueueHandle<Self>,
-        surface: &wl_surface::WlSurface,
-        new_factor: i32,
-    ) {
-        if surface == self.window.wl_surface() {
-            self.scale = new_factor.max(1) as u32;
-        }
-    }
-
-    fn transform_changed(
-        &mut self,
-        _: &Connection,
-        _: &QueueHandle<Self>,
-        _: &wl_surface::WlSurface,
-        _: wl_output::Transform,
-    ) {
-    }
-
-    fn frame(
-        &mut self,
-        _: &Connection,
-        _: &QueueHandle<Self>,
-        surface: &wl_surface::WlSurface,
-        time: u32,
-    ) {
-        if *surface == self.child {
-            self.frame_pending = false;
-            self.events
-                .push(PresenterEvent::FrameDone { time_ms: time });
-        }
-    }
-
-    fn surface_enter(
-        &mut self,
-        _: &Connection,
-        _: &QueueHandle<Self>,
-        _: &wl_surface::WlSurface,
-        _: &wl_output::WlOutput,
-    ) {
-    }
-
-    fn surface_leave(
-        &mut self,
-        _: &Connection,
-        _: &QueueHandle<Self>,
-        _: &wl_surface::WlSurface,
-        _: &wl_output::WlOutput,
-    ) {
-    }
-}
-
-impl OutputHandler for App {
-    fn output_state(&mut self) -> &mut OutputState {
-        &mut self.outputs
-    }
-
-    fn new_output(&mut self, _: &Connection, _: &QueueHandle<Self>, _: wl_output::WlOutput) {}
-
-    fn update_output(&mut self, _: &Connection, _: &QueueHandle<Self>, _: wl_output::WlOutput) {}
-
-    fn output_destroyed(&mut self, _: &Connection, _: &QueueHandle<Self>, _: wl_output::WlOutput) {}
-}
-
-impl WindowHandler for App {
-    fn request_close(&mut self, _: &Connection, _: &QueueHandle<Self>, _: &Window) {
-        if !self.closed {
-            self.closed = true;
-            self.events.push(PresenterEvent::Close);
-        }
-    }
-
-    fn configure(
-        &mut self,
-        _: &Connection,
-        _: &QueueHandle<Self>,
-        _: &Window,
-        configure: WindowConfigure,
-        _: u32,
-    ) {
-        let (default_width, default_height) = self.window_size.unwrap_or(self.default_size);
-        let size = (
-            configure.new_size.0.map_or(default_width, |w| w.get()),
-            configure.new_size.1.map_or(default_height, |h| h.get()),
-        );
-        let changed = !self.configured || self.window_size != Some(size);
-        self.window_size = Some(size);
-        self.configured = true;
-        self.apply_layout();
-        if changed {
-            self.events.push(PresenterEvent::Configure {
-                width: size.0,
-                height: size.1,
-                scale: self.scale,
-            });
-        }
-    }
-}
-
-impl ShmHandler for App {
-    fn shm_state(&mut self) -> &mut Shm {
-        &mut self.shm
-    }
-}
-
-impl ProvidesRegistryState for App {
-    fn registry(&mut self) -> &mut RegistryState {
-        &mut self.registry
-    }
-
-    registry_handlers!(OutputState);
-}
-
-impl Dispatch<wp_viewporter::WpViewporter, ()> for App {
-    fn event(
-        _: &mut Self,
-        _: &wp_viewporter::WpViewporter,
-        _: wp_viewporter::Event,
-        _: &(),
-        _: &Connection,
-        _: &QueueHandle<Self>,
-    ) {
-    }
-}
-
-impl Dispatch<wp_viewport::WpViewport, ()> for App {
-    fn event(
-        _: &mut Self,
-        _: &wp_viewport::WpViewport,
-        _: wp_viewport::Event,
-        _: &(),
-        _: &Connection,
-        _: &QueueHandle<Self>,
-    ) {
-    }
-}
-
-delegate_registry!(App);
-delegate_dispatch2!(App);
+window_handlers!(App, core, shm);
 
 /// The (fourcc, modifier) pairs a compositor takes as dma-bufs, asked without opening a
 /// window (binds `zwp_linux_dmabuf_v1` at version 3, whose `modifier` events list them).
@@ -857,11 +582,7 @@ pub fn compositor_dmabuf_formats(conn: &Connection) -> Result<Vec<(u32, u64)>, P
         }
     }
 
-    let (globals, mut queue) =
-        registry_queue_init::<Formats>(conn).map_err(|error| match error {
-            GlobalError::Backend(backend) => PresentError::from(backend),
-            GlobalError::InvalidId(id) => PresentError::Protocol(id.to_string()),
-        })?;
+    let (globals, mut queue) = window::init_queue::<Formats>(conn)?;
     let dmabuf: ZwpLinuxDmabufV1 = globals
         .bind(&queue.handle(), 3..=3, ())
         .map_err(missing("zwp_linux_dmabuf_v1"))?;

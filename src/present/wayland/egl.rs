@@ -14,27 +14,16 @@
 
 use std::ffi::c_void;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use khronos_egl as egl;
-use smithay_client_toolkit::compositor::{CompositorHandler, CompositorState, FrameCallbackData};
-use smithay_client_toolkit::output::{OutputHandler, OutputState};
-use smithay_client_toolkit::registry::{ProvidesRegistryState, RegistryState};
-use smithay_client_toolkit::shell::xdg::window::{
-    Window, WindowConfigure, WindowDecorations, WindowHandler,
-};
-use smithay_client_toolkit::shell::xdg::XdgShell;
+use smithay_client_toolkit::compositor::{CompositorState, FrameCallbackData};
 use smithay_client_toolkit::shell::WaylandSurface;
-use smithay_client_toolkit::{delegate_dispatch2, delegate_registry, registry_handlers};
-use wayland_client::backend::WaylandError;
-use wayland_client::globals::{registry_queue_init, GlobalError};
-use wayland_client::protocol::{wl_output, wl_surface};
 use wayland_client::{Connection, EventQueue, Proxy, QueueHandle};
 use wayland_egl::WlEglSurface;
 
-use super::shm::poll_readable;
+use super::window::{self, missing, window_handlers, CoreOptions, WindowCore};
 use super::{PresentError, PresenterEvent, WindowOptions};
 use crate::export::ExportedFramebuffer;
 use crate::import::egl::{EglError, EglImporter, ImportExportError, ImportedTexture};
@@ -73,38 +62,19 @@ impl GlPresentError {
 /// The Wayland-side state the event queue dispatches into.
 #[derive(Debug)]
 struct App {
-    registry: RegistryState,
-    outputs: OutputState,
-    window: Window,
-    default_size: (u32, u32),
-    window_size: Option<(u32, u32)>,
-    scale: u32,
-    configured: bool,
-    frame_pending: bool,
-    closed: bool,
-    /// The window changed size or scale since the last draw.
-    resized: bool,
-    events: Vec<PresenterEvent>,
+    /// The window (no letterbox: the renderer draws the bars); its `resized` flag says
+    /// the window changed size or scale since the last draw.
+    core: WindowCore,
 }
 
 impl App {
-    fn push_configure(&mut self) {
-        if let Some((width, height)) = self.window_size {
-            self.resized = true;
-            self.events.push(PresenterEvent::Configure {
-                width,
-                height,
-                scale: self.scale,
-            });
-        }
-    }
-
     /// Buffer size of the EGL window in device pixels.
     fn buffer_size(&self) -> Option<(u32, u32)> {
-        let (width, height) = self.window_size?;
+        let (width, height) = self.core.window_size?;
+        let scale = self.core.scale;
         Some((
-            width.saturating_mul(self.scale).clamp(1, i32::MAX as u32),
-            height.saturating_mul(self.scale).clamp(1, i32::MAX as u32),
+            width.saturating_mul(scale).clamp(1, i32::MAX as u32),
+            height.saturating_mul(scale).clamp(1, i32::MAX as u32),
         ))
     }
 }
@@ -137,15 +107,6 @@ pub struct EglPresenter {
     conn: Connection,
 }
 
-fn missing(
-    interface: &'static str,
-) -> impl FnOnce(wayland_client::globals::BindError) -> PresentError {
-    move |error| PresentError::MissingGlobal {
-        interface,
-        reason: error.to_string(),
-    }
-}
-
 impl EglPresenter {
     /// Connects to the compositor named by `WAYLAND_DISPLAY` and opens the window.
     pub fn connect(options: WindowOptions) -> Result<Self, GlPresentError> {
@@ -155,12 +116,7 @@ impl EglPresenter {
 
     /// Connects to the compositor socket at `socket`.
     pub fn connect_to(socket: &Path, options: WindowOptions) -> Result<Self, GlPresentError> {
-        let stream = UnixStream::connect(socket).map_err(|source| PresentError::Socket {
-            path: socket.to_owned(),
-            source,
-        })?;
-        let conn = Connection::from_socket(stream).map_err(PresentError::from)?;
-        Self::from_connection(conn, options)
+        Self::from_connection(window::connect_socket(socket)?, options)
     }
 
     /// Opens the window and an EGL display on an existing connection (which must use
@@ -169,35 +125,25 @@ impl EglPresenter {
         conn: Connection,
         options: WindowOptions,
     ) -> Result<Self, GlPresentError> {
-        let (globals, mut queue) =
-            registry_queue_init::<App>(&conn).map_err(|error| match error {
-                GlobalError::Backend(backend) => PresentError::from(backend),
-                GlobalError::InvalidId(id) => PresentError::Protocol(id.to_string()),
-            })?;
+        let (globals, mut queue) = window::init_queue::<App>(&conn)?;
         let qh = queue.handle();
         let compositor = CompositorState::bind(&globals, &qh).map_err(missing("wl_compositor"))?;
-        let xdg_shell = XdgShell::bind(&globals, &qh).map_err(missing("xdg_wm_base"))?;
-        let surface = compositor.create_surface(&qh);
-        let window = xdg_shell.create_window(surface, WindowDecorations::RequestServer, &qh);
-        window.set_title(options.title);
-        window.set_app_id(options.app_id);
-        window.commit();
+        let core = WindowCore::new(
+            &globals,
+            &qh,
+            &compositor,
+            None,
+            CoreOptions {
+                title: options.title,
+                app_id: options.app_id,
+                default_size: (options.width.max(1), options.height.max(1)),
+                report_scale: true,
+            },
+        )?;
         // SAFETY: the display pointer belongs to `conn`, which the presenter keeps and
         // drops after the importer (Drop below).
         let importer = unsafe { EglImporter::from_wayland(display_ptr(&conn)) }?;
-        let mut app = App {
-            registry: RegistryState::new(&globals),
-            outputs: OutputState::new(&globals, &qh),
-            window,
-            default_size: (options.width.max(1), options.height.max(1)),
-            window_size: None,
-            scale: 1,
-            configured: false,
-            frame_pending: false,
-            closed: false,
-            resized: false,
-            events: Vec::new(),
-        };
+        let mut app = App { core };
         queue.roundtrip(&mut app).map_err(PresentError::from)?;
         let renderer = GlRenderer::new(importer.gl())?;
         Ok(Self {
@@ -233,33 +179,33 @@ impl EglPresenter {
 
     /// Sets the window title.
     pub fn set_title(&self, title: &str) {
-        self.app.window.set_title(title);
+        self.app.core.window.set_title(title);
     }
 
     /// The window size in logical pixels, once configured.
     pub fn window_size(&self) -> Option<(u32, u32)> {
-        self.app.window_size
+        self.app.core.window_size
     }
 
     /// Integer output scale of the window.
     pub fn scale(&self) -> u32 {
-        self.app.scale
+        self.app.core.scale
     }
 
     /// Whether the compositor asked to close the window.
     pub fn is_closed(&self) -> bool {
-        self.app.closed
+        self.app.core.closed
     }
 
     /// Whether a frame may be drawn now: configured, open, last frame callback fired.
     pub fn is_ready(&self) -> bool {
-        self.app.configured && !self.app.frame_pending && !self.app.closed
+        self.app.core.is_ready()
     }
 
     /// Whether the window changed size or scale since the last draw (draw again, even
     /// without a new guest frame).
     pub fn needs_redraw(&self) -> bool {
-        self.app.resized
+        self.app.core.resized
     }
 
     /// The connection's fd, for callers that poll several sources.
@@ -281,11 +227,7 @@ impl EglPresenter {
 
     /// Sends buffered requests to the compositor.
     pub fn flush(&self) -> Result<(), PresentError> {
-        match self.conn.flush() {
-            Ok(()) => Ok(()),
-            Err(WaylandError::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
-            Err(error) => Err(error.into()),
-        }
+        window::flush(&self.conn)
     }
 
     /// Handles compositor events, waiting up to `timeout` (`None`: forever) for one.
@@ -294,27 +236,10 @@ impl EglPresenter {
         &mut self,
         timeout: Option<Duration>,
     ) -> Result<Vec<PresenterEvent>, PresentError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            self.queue.dispatch_pending(&mut self.app)?;
-            self.flush()?;
-            if !self.app.events.is_empty() {
-                break;
-            }
-            let Some(guard) = self.queue.prepare_read() else {
-                continue;
-            };
-            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if !poll_readable(guard.connection_fd(), remaining)? {
-                break;
-            }
-            match guard.read() {
-                Ok(_) => {}
-                Err(WaylandError::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Ok(std::mem::take(&mut self.app.events))
+        window::dispatch_until(&self.conn, &mut self.queue, &mut self.app, timeout, |app| {
+            !app.core.events.is_empty()
+        })?;
+        Ok(self.app.core.take_events())
     }
 
     /// Creates or resizes the EGL window to the window's buffer size.
@@ -322,7 +247,7 @@ impl EglPresenter {
         let Some(size) = self.app.buffer_size() else {
             return Ok(());
         };
-        let surface = self.app.window.wl_surface().clone();
+        let surface = self.app.core.window.wl_surface().clone();
         if let Some(window) = &mut self.egl_window {
             if window.size != size {
                 window.window.resize(size.0 as i32, size.1 as i32, 0, 0);
@@ -357,7 +282,7 @@ impl EglPresenter {
             // Our frame callbacks pace; EGL must not wait for its own in SwapBuffers.
             let _ = egl.swap_interval(importer.display(), 0);
         }
-        surface.set_buffer_scale(self.app.scale as i32);
+        surface.set_buffer_scale(self.app.core.scale as i32);
         Ok(())
     }
 
@@ -397,7 +322,7 @@ impl EglPresenter {
             }
             None => clear_black(gl, size),
         }
-        let wl_surface = self.app.window.wl_surface().clone();
+        let wl_surface = self.app.core.window.wl_surface().clone();
         wl_surface.frame(&self.qh, FrameCallbackData(wl_surface.clone()));
         importer
             .egl()
@@ -411,8 +336,8 @@ impl EglPresenter {
         // flushes; a GPU or llvmpipe may still be reading the dma-buf.)
         // SAFETY: the importer's context is current on this thread (made so above).
         unsafe { glow::HasContext::finish(gl) };
-        self.app.frame_pending = true;
-        self.app.resized = false;
+        self.app.core.frame_pending = true;
+        self.app.core.resized = false;
         if let Some((_, export)) = texture {
             self.last = Some(export);
         }
@@ -491,116 +416,4 @@ impl Drop for EglPresenter {
     }
 }
 
-impl CompositorHandler for App {
-    fn scale_factor_changed(
-        &mut self,
-        _: &Connection,
-        _: &QueueHandle<Self>,
-        surface: &wl_surface::WlSurface,
-        new_factor: i32,
-    ) {
-        if surface == self.window.wl_surface() {
-            let scale = new_factor.max(1) as u32;
-            if scale != self.scale {
-                self.scale = scale;
-                if self.configured {
-                    self.push_configure();
-                }
-            }
-        }
-    }
-
-    fn transform_changed(
-        &mut self,
-        _: &Connection,
-        _: &QueueHandle<Self>,
-        _: &wl_surface::WlSurface,
-        _: wl_output::Transform,
-    ) {
-    }
-
-    fn frame(
-        &mut self,
-        _: &Connection,
-        _: &QueueHandle<Self>,
-        surface: &wl_surface::WlSurface,
-        time: u32,
-    ) {
-        if surface == self.window.wl_surface() {
-            self.frame_pending = false;
-            self.events
-                .push(PresenterEvent::FrameDone { time_ms: time });
-        }
-    }
-
-    fn surface_enter(
-        &mut self,
-        _: &Connection,
-        _: &QueueHandle<Self>,
-        _: &wl_surface::WlSurface,
-        _: &wl_output::WlOutput,
-    ) {
-    }
-
-    fn surface_leave(
-        &mut self,
-        _: &Connection,
-        _: &QueueHandle<Self>,
-        _: &wl_surface::WlSurface,
-        _: &wl_output::WlOutput,
-    ) {
-    }
-}
-
-impl OutputHandler for App {
-    fn output_state(&mut self) -> &mut OutputState {
-        &mut self.outputs
-    }
-
-    fn new_output(&mut self, _: &Connection, _: &QueueHandle<Self>, _: wl_output::WlOutput) {}
-
-    fn update_output(&mut self, _: &Connection, _: &QueueHandle<Self>, _: wl_output::WlOutput) {}
-
-    fn output_destroyed(&mut self, _: &Connection, _: &QueueHandle<Self>, _: wl_output::WlOutput) {}
-}
-
-impl WindowHandler for App {
-    fn request_close(&mut self, _: &Connection, _: &QueueHandle<Self>, _: &Window) {
-        if !self.closed {
-            self.closed = true;
-            self.events.push(PresenterEvent::Close);
-        }
-    }
-
-    fn configure(
-        &mut self,
-        _: &Connection,
-        _: &QueueHandle<Self>,
-        _: &Window,
-        configure: WindowConfigure,
-        _: u32,
-    ) {
-        let (default_width, default_height) = self.window_size.unwrap_or(self.default_size);
-        let size = (
-            configure.new_size.0.map_or(default_width, |w| w.get()),
-            configure.new_size.1.map_or(default_height, |h| h.get()),
-        );
-        let changed = !self.configured || self.window_size != Some(size);
-        self.window_size = Some(size);
-        self.configured = true;
-        if changed {
-            self.push_configure();
-        }
-    }
-}
-
-impl ProvidesRegistryState for App {
-    fn registry(&mut self) -> &mut RegistryState {
-        &mut self.registry
-    }
-
-    registry_handlers!(OutputState);
-}
-
-delegate_registry!(App);
-delegate_dispatch2!(App);
+window_handlers!(App, core);

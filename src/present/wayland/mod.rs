@@ -13,6 +13,7 @@ mod dmabuf;
 #[cfg(feature = "wayland-egl")]
 mod egl;
 mod shm;
+mod window;
 
 pub use damage::{fit_letterbox, Placement};
 pub use dmabuf::{compositor_dmabuf_formats, DmabufPresenter, PassthroughError};

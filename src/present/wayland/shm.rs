@@ -7,33 +7,20 @@
 //! the picture on screen, so the caller repaints only what that buffer needs.
 
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use smithay_client_toolkit::compositor::{
-    CompositorHandler, CompositorState, FrameCallbackData, Region,
-};
-use smithay_client_toolkit::output::{OutputHandler, OutputState};
-use smithay_client_toolkit::registry::{ProvidesRegistryState, RegistryState};
-use smithay_client_toolkit::shell::xdg::window::{
-    Window, WindowConfigure, WindowDecorations, WindowHandler,
-};
-use smithay_client_toolkit::shell::xdg::XdgShell;
+use smithay_client_toolkit::compositor::{CompositorState, FrameCallbackData};
 use smithay_client_toolkit::shell::WaylandSurface;
 use smithay_client_toolkit::shm::slot::{Buffer, SlotPool};
-use smithay_client_toolkit::shm::{Shm, ShmHandler};
-use smithay_client_toolkit::subcompositor::SubcompositorState;
-use smithay_client_toolkit::{delegate_dispatch2, delegate_registry, registry_handlers};
-use wayland_client::backend::WaylandError;
-use wayland_client::globals::{registry_queue_init, GlobalError};
+use smithay_client_toolkit::shm::Shm;
 use wayland_client::protocol::{
-    wl_compositor, wl_keyboard, wl_output, wl_pointer, wl_seat, wl_shm, wl_subsurface, wl_surface,
+    wl_compositor, wl_keyboard, wl_pointer, wl_seat, wl_shm, wl_surface,
 };
 use wayland_client::{Connection, Dispatch, EventQueue, Proxy, QueueHandle, WEnum};
-use wayland_protocols::wp::viewporter::client::{wp_viewport, wp_viewporter};
 
-use super::damage::{fit_letterbox, Placement, StaleRegion};
+use super::damage::{Placement, StaleRegion};
+use super::window::{self, missing, window_handlers, CoreOptions, WindowCore};
 use super::{PresentError, PresenterEvent};
 use crate::format::PixelFormat;
 use crate::rect::Rect;
@@ -144,31 +131,15 @@ impl FrameBuffer {
 /// The Wayland-side state the event queue dispatches into.
 #[derive(Debug)]
 struct App {
-    registry: RegistryState,
-    outputs: OutputState,
-    shm: Shm,
-    window: Window,
-    parent_viewport: wp_viewport::WpViewport,
-    child: wl_surface::WlSurface,
-    subsurface: wl_subsurface::WlSubsurface,
-    child_viewport: wp_viewport::WpViewport,
+    /// The window; its letterbox's picture is the frame size.
+    core: WindowCore,
     /// Frame buffers' pool, sized for all of them up front and replaced, never grown, when
     /// the frame size changes (see [`frame_pool`]).
     pool: SlotPool,
-    /// The black pixel's own pool, never resized (held for the presenter's lifetime).
-    _background_pool: SlotPool,
-    background: Buffer,
-    background_attached: bool,
     buffers: Vec<FrameBuffer>,
     spec: FrameSpec,
     /// The child shows a buffer of the current spec (so partial damage is meaningful).
     child_current: bool,
-    window_size: Option<(u32, u32)>,
-    scale: u32,
-    configured: bool,
-    frame_pending: bool,
-    closed: bool,
-    events: Vec<PresenterEvent>,
     input: Input,
 }
 
@@ -212,44 +183,16 @@ impl Input {
 }
 
 impl App {
-    fn placement(&self) -> Option<Placement> {
-        let window = self.window_size?;
-        Some(fit_letterbox((self.spec.width, self.spec.height), window))
+    fn shm(&self) -> &Shm {
+        &self.core.letterbox().shm
     }
 
-    /// Sizes the background to the window and places the frame inside it.
-    fn apply_layout(&mut self) {
-        let (Some((width, height)), Some(place)) = (self.window_size, self.placement()) else {
-            return;
-        };
-        // Sizes are at most the compositor's i32 window size or MAX_SIDE: casts are lossless.
-        self.child_viewport
-            .set_destination(place.width as i32, place.height as i32);
-        // Desynchronised: this applies now and keeps the current buffer.
-        self.child.commit();
-        self.subsurface.set_position(place.x as i32, place.y as i32);
-
-        let parent = self.window.wl_surface();
-        if !self.background_attached {
-            // A fresh buffer is never active, so attaching cannot fail.
-            if self.background.attach_to(parent).is_ok() {
-                self.background_attached = true;
-            }
-        }
-        parent.damage_buffer(0, 0, 1, 1);
-        self.parent_viewport
-            .set_destination(width as i32, height as i32);
-        parent.commit();
+    fn child(&self) -> &wl_surface::WlSurface {
+        &self.core.letterbox().child
     }
 
-    fn push_configure(&mut self) {
-        if let Some((width, height)) = self.window_size {
-            self.events.push(PresenterEvent::Configure {
-                width,
-                height,
-                scale: self.scale,
-            });
-        }
+    fn has_buffer_for_next_frame(&self, max_buffers: usize) -> bool {
+        self.buffers.len() < max_buffers || self.buffers.iter().any(FrameBuffer::is_free)
     }
 }
 
@@ -302,15 +245,6 @@ fn frame_pool(shm: &Shm, spec: FrameSpec, count: usize) -> Result<SlotPool, Pres
     SlotPool::new(len, shm).map_err(|error| PresentError::Pool(error.to_string()))
 }
 
-fn missing(
-    interface: &'static str,
-) -> impl FnOnce(wayland_client::globals::BindError) -> PresentError {
-    move |error| PresentError::MissingGlobal {
-        interface,
-        reason: error.to_string(),
-    }
-}
-
 impl ShmPresenter {
     /// Connects to the compositor named by `WAYLAND_DISPLAY` and opens the window.
     pub fn connect(options: PresenterOptions) -> Result<Self, PresentError> {
@@ -319,11 +253,7 @@ impl ShmPresenter {
 
     /// Connects to the compositor socket at `socket` (e.g. `$XDG_RUNTIME_DIR/wayland-1`).
     pub fn connect_to(socket: &Path, options: PresenterOptions) -> Result<Self, PresentError> {
-        let stream = UnixStream::connect(socket).map_err(|source| PresentError::Socket {
-            path: socket.to_owned(),
-            source,
-        })?;
-        Self::from_connection(Connection::from_socket(stream)?, options)
+        Self::from_connection(window::connect_socket(socket)?, options)
     }
 
     /// Opens the window on an existing connection.
@@ -335,70 +265,33 @@ impl ShmPresenter {
         options: PresenterOptions,
     ) -> Result<Self, PresentError> {
         let spec = FrameSpec::new(options.frame_width, options.frame_height, options.format)?;
-        let (globals, mut queue) =
-            registry_queue_init::<App>(&conn).map_err(|error| match error {
-                GlobalError::Backend(backend) => PresentError::from(backend),
-                GlobalError::InvalidId(id) => PresentError::Protocol(id.to_string()),
-            })?;
+        let (globals, mut queue) = window::init_queue::<App>(&conn)?;
         let qh = queue.handle();
         let compositor = CompositorState::bind(&globals, &qh).map_err(missing("wl_compositor"))?;
-        let subcompositor =
-            SubcompositorState::bind(compositor.wl_compositor().clone(), &globals, &qh)
-                .map_err(missing("wl_subcompositor"))?;
-        let xdg_shell = XdgShell::bind(&globals, &qh).map_err(missing("xdg_wm_base"))?;
-        let shm = Shm::bind(&globals, &qh).map_err(missing("wl_shm"))?;
-        let viewporter: wp_viewporter::WpViewporter = globals
-            .bind(&qh, 1..=1, ())
-            .map_err(missing("wp_viewporter"))?;
+        let mut core = WindowCore::new(
+            &globals,
+            &qh,
+            &compositor,
+            Some(Shm::bind),
+            CoreOptions {
+                title: options.title,
+                app_id: options.app_id,
+                default_size: (spec.width, spec.height),
+                report_scale: true,
+            },
+        )?;
+        core.letterbox_mut().picture = Some((spec.width, spec.height));
         // Input is optional: a compositor without a seat still shows the picture.
         let _seat: Option<wl_seat::WlSeat> = globals.bind(&qh, 1..=5, ()).ok();
 
-        let surface = compositor.create_surface(&qh);
-        let window = xdg_shell.create_window(surface, WindowDecorations::RequestServer, &qh);
-        window.set_title(options.title);
-        window.set_app_id(options.app_id);
-        let (subsurface, child) = subcompositor.create_subsurface(window.wl_surface().clone(), &qh);
-        subsurface.set_desync();
-        // Pointer input goes to the parent, whose coordinates cover the whole window.
-        if let Ok(region) = Region::new(&compositor) {
-            child.set_input_region(Some(region.wl_region()));
-        }
-        let parent_viewport = viewporter.get_viewport(window.wl_surface(), &qh, ());
-        let child_viewport = viewporter.get_viewport(&child, &qh, ());
-        // The first commit carries no buffer; the compositor answers with a configure.
-        window.commit();
-
         let max_buffers = options.max_buffers.clamp(2, 3);
-        let pool = frame_pool(&shm, spec, max_buffers)?;
-        let mut background_pool =
-            SlotPool::new(64, &shm).map_err(|error| PresentError::Pool(error.to_string()))?;
-        let (background, pixel) = background_pool
-            .create_buffer(1, 1, 4, wl_shm::Format::Xrgb8888)
-            .map_err(|error| PresentError::Pool(error.to_string()))?;
-        pixel.fill(0);
-
+        let pool = frame_pool(&core.letterbox().shm, spec, max_buffers)?;
         let mut app = App {
-            registry: RegistryState::new(&globals),
-            outputs: OutputState::new(&globals, &qh),
-            shm,
-            window,
-            parent_viewport,
-            child,
-            subsurface,
-            child_viewport,
+            core,
             pool,
-            _background_pool: background_pool,
-            background,
-            background_attached: false,
             buffers: Vec::new(),
             spec,
             child_current: false,
-            window_size: None,
-            scale: 1,
-            configured: false,
-            frame_pending: false,
-            closed: false,
-            events: Vec::new(),
             input: Input {
                 compositor: compositor.wl_compositor().clone(),
                 pointer: None,
@@ -426,7 +319,7 @@ impl ShmPresenter {
             spec.shm_format,
             wl_shm::Format::Argb8888 | wl_shm::Format::Xrgb8888
         );
-        if always || self.app.shm.formats().contains(&spec.shm_format) {
+        if always || self.app.shm().formats().contains(&spec.shm_format) {
             Ok(())
         } else {
             Err(PresentError::UnsupportedFormat {
@@ -451,12 +344,14 @@ impl ShmPresenter {
         }
         // A new pool rather than a grown one: the old buffers keep the old pool alive on the
         // compositor's side until it releases them.
-        self.app.pool = frame_pool(&self.app.shm, spec, self.max_buffers)?;
+        self.app.pool = frame_pool(self.app.shm(), spec, self.max_buffers)?;
         self.app.buffers.clear();
         self.app.spec = spec;
         self.app.child_current = false;
-        if self.app.configured {
-            self.app.apply_layout();
+        self.app.core.default_size = (width, height);
+        self.app.core.letterbox_mut().picture = Some((width, height));
+        if self.app.core.configured {
+            self.app.core.apply_layout();
         }
         self.flush()
     }
@@ -484,7 +379,7 @@ impl ShmPresenter {
         }
         // A fresh pool per image: never grown while a buffer of it is attached.
         let mut pool =
-            SlotPool::new(len, &self.app.shm).map_err(|e| PresentError::Pool(e.to_string()))?;
+            SlotPool::new(len, self.app.shm()).map_err(|e| PresentError::Pool(e.to_string()))?;
         let (buffer, pixels) = pool
             .create_buffer(
                 width as i32,
@@ -529,7 +424,7 @@ impl ShmPresenter {
 
     /// Sets the window title.
     pub fn set_title(&self, title: &str) {
-        self.app.window.set_title(title);
+        self.app.core.window.set_title(title);
     }
 
     /// Frame width in pixels.
@@ -549,7 +444,7 @@ impl ShmPresenter {
 
     /// The window size in logical pixels, once configured.
     pub fn window_size(&self) -> Option<(u32, u32)> {
-        self.app.window_size
+        self.app.core.window_size
     }
 
     /// Integer scale of the output(s) the window is on (device pixels per logical pixel).
@@ -557,33 +452,33 @@ impl ShmPresenter {
     /// The frame is scaled by a viewport to logical size × scale device pixels, so a frame
     /// of [`preferred_frame_size`](Self::preferred_frame_size) is shown 1:1.
     pub fn scale(&self) -> u32 {
-        self.app.scale
+        self.app.core.scale
     }
 
     /// The frame size that fills the window pixel for pixel (window size × scale): what a
     /// viewer may ask the guest to switch to.
     pub fn preferred_frame_size(&self) -> Option<(u32, u32)> {
-        let (width, height) = self.app.window_size?;
+        let (width, height) = self.app.core.window_size?;
         Some((
-            width.saturating_mul(self.app.scale),
-            height.saturating_mul(self.app.scale),
+            width.saturating_mul(self.app.core.scale),
+            height.saturating_mul(self.app.core.scale),
         ))
     }
 
     /// Where the picture sits in the window (logical pixels), once configured.
     pub fn placement(&self) -> Option<Placement> {
-        self.app.placement()
+        self.app.core.placement()
     }
 
     /// Whether the compositor asked to close the window.
     pub fn is_closed(&self) -> bool {
-        self.app.closed
+        self.app.core.closed
     }
 
     /// Whether a frame may be presented now: the window is configured, open, and the last
     /// frame's callback has fired. While false, the caller coalesces its damage.
     pub fn is_ready(&self) -> bool {
-        self.app.configured && !self.app.frame_pending && !self.app.closed
+        self.app.core.is_ready()
     }
 
     /// The connection's fd, for callers that poll several sources. After it polls
@@ -594,12 +489,7 @@ impl ShmPresenter {
 
     /// Sends buffered requests to the compositor.
     pub fn flush(&self) -> Result<(), PresentError> {
-        match self.conn.flush() {
-            Ok(()) => Ok(()),
-            // The socket is full; the rest goes with the next flush.
-            Err(WaylandError::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
-            Err(error) => Err(error.into()),
-        }
+        window::flush(&self.conn)
     }
 
     /// Handles compositor events, waiting up to `timeout` (`None`: forever) for some to
@@ -612,37 +502,19 @@ impl ShmPresenter {
         &mut self,
         timeout: Option<Duration>,
     ) -> Result<Vec<PresenterEvent>, PresentError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
         // A caller that is ready but found every buffer held waits for a release, which
         // sctk handles without an event: wake it when one comes.
         let starved = self.is_ready() && !self.has_buffer_for_next_frame();
-        loop {
-            self.queue.dispatch_pending(&mut self.app)?;
-            // Handlers may have sent requests (acks, commits).
-            self.flush()?;
-            if !self.app.events.is_empty() || (starved && self.has_buffer_for_next_frame()) {
-                break;
-            }
-            let Some(guard) = self.queue.prepare_read() else {
-                continue;
-            };
-            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if !poll_readable(guard.connection_fd(), remaining)? {
-                break; // timed out; dropping the guard cancels the read
-            }
-            match guard.read() {
-                Ok(_) => {}
-                Err(WaylandError::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Ok(std::mem::take(&mut self.app.events))
+        let max_buffers = self.max_buffers;
+        window::dispatch_until(&self.conn, &mut self.queue, &mut self.app, timeout, |app| {
+            !app.core.events.is_empty() || (starved && app.has_buffer_for_next_frame(max_buffers))
+        })?;
+        Ok(self.app.core.take_events())
     }
 
     /// Whether [`next_buffer`](Self::next_buffer) would find (or may create) a buffer.
     fn has_buffer_for_next_frame(&self) -> bool {
-        self.app.buffers.len() < self.max_buffers
-            || self.app.buffers.iter().any(FrameBuffer::is_free)
+        self.app.has_buffer_for_next_frame(self.max_buffers)
     }
 
     /// A buffer to draw the next frame into, or `None` when no frame may be presented now
@@ -697,7 +569,7 @@ impl ShmPresenter {
             .iter()
             .filter_map(|r| r.clip(spec.width, spec.height))
             .collect();
-        let child = &app.child;
+        let child = &app.core.letterbox().child;
         if child.version() < 4 {
             // No damage_buffer (wl_surface < 4): damage the whole surface.
             child.damage(0, 0, i32::MAX, i32::MAX);
@@ -719,7 +591,7 @@ impl ShmPresenter {
             .attach_to(child)
             .map_err(|error| PresentError::Pool(error.to_string()))?;
         child.commit();
-        app.frame_pending = true;
+        app.core.frame_pending = true;
         app.child_current = true;
         for (i, buffer) in app.buffers.iter_mut().enumerate() {
             if i == index {
@@ -734,34 +606,9 @@ impl ShmPresenter {
 
 impl Drop for ShmPresenter {
     fn drop(&mut self) {
-        self.app.child_viewport.destroy();
-        self.app.parent_viewport.destroy();
-        self.app.subsurface.destroy();
-        self.app.child.destroy();
+        self.app.core.destroy();
         // The window and buffers destroy themselves; a dead connection makes all no-ops.
         let _ = self.conn.flush();
-    }
-}
-
-/// Waits until `fd` is readable; false on timeout.
-pub(super) fn poll_readable(
-    fd: BorrowedFd<'_>,
-    timeout: Option<Duration>,
-) -> Result<bool, PresentError> {
-    use rustix::event::{PollFd, PollFlags, Timespec};
-    let timespec = timeout.map(|t| Timespec {
-        tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
-        tv_nsec: i64::from(t.subsec_nanos()),
-    });
-    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-    loop {
-        match rustix::event::poll(&mut fds, timespec.as_ref()) {
-            Ok(0) => return Ok(false),
-            // Readable, or hung up / errored: the read reports which.
-            Ok(_) => return Ok(true),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(errno) => return Err(PresentError::ConnectionLost(errno.into())),
-        }
     }
 }
 
@@ -845,153 +692,7 @@ impl ShmFrame<'_> {
     }
 }
 
-impl CompositorHandler for App {
-    fn scale_factor_changed(
-        &mut self,
-        _: &Connection,
-        _: &QueueHandle<Self>,
-        surface: &wl_surface::WlSurface,
-        new_factor: i32,
-    ) {
-        if surface == self.window.wl_surface() {
-            let scale = new_factor.max(1) as u32;
-            if scale != self.scale {
-                self.scale = scale;
-                if self.configured {
-                    self.push_configure();
-                }
-            }
-        }
-    }
-
-    fn transform_changed(
-        &mut self,
-        _: &Connection,
-        _: &QueueHandle<Self>,
-        _: &wl_surface::WlSurface,
-        _: wl_output::Transform,
-    ) {
-    }
-
-    fn frame(
-        &mut self,
-        _: &Connection,
-        _: &QueueHandle<Self>,
-        surface: &wl_surface::WlSurface,
-        time: u32,
-    ) {
-        if *surface == self.child {
-            self.frame_pending = false;
-            self.events
-                .push(PresenterEvent::FrameDone { time_ms: time });
-        }
-    }
-
-    fn surface_enter(
-        &mut self,
-        _: &Connection,
-        _: &QueueHandle<Self>,
-        _: &wl_surface::WlSurface,
-        _: &wl_output::WlOutput,
-    ) {
-    }
-
-    fn surface_leave(
-        &mut self,
-        _: &Connection,
-        _: &QueueHandle<Self>,
-        _: &wl_surface::WlSurface,
-        _: &wl_output::WlOutput,
-    ) {
-    }
-}
-
-impl OutputHandler for App {
-    fn output_state(&mut self) -> &mut OutputState {
-        &mut self.outputs
-    }
-
-    fn new_output(&mut self, _: &Connection, _: &QueueHandle<Self>, _: wl_output::WlOutput) {}
-
-    fn update_output(&mut self, _: &Connection, _: &QueueHandle<Self>, _: wl_output::WlOutput) {}
-
-    fn output_destroyed(&mut self, _: &Connection, _: &QueueHandle<Self>, _: wl_output::WlOutput) {}
-}
-
-impl WindowHandler for App {
-    fn request_close(&mut self, _: &Connection, _: &QueueHandle<Self>, _: &Window) {
-        if !self.closed {
-            self.closed = true;
-            self.events.push(PresenterEvent::Close);
-        }
-    }
-
-    fn configure(
-        &mut self,
-        _: &Connection,
-        _: &QueueHandle<Self>,
-        _: &Window,
-        configure: WindowConfigure,
-        _: u32,
-    ) {
-        // Under a desktop shell the first size is often (None, None): the client chooses.
-        let (default_width, default_height) = self
-            .window_size
-            .unwrap_or((self.spec.width, self.spec.height));
-        let size = (
-            configure.new_size.0.map_or(default_width, |w| w.get()),
-            configure.new_size.1.map_or(default_height, |h| h.get()),
-        );
-        let changed = !self.configured || self.window_size != Some(size);
-        self.window_size = Some(size);
-        self.configured = true;
-        // sctk has acked the configure; this commit applies it.
-        self.apply_layout();
-        if changed {
-            self.push_configure();
-        }
-    }
-}
-
-impl ShmHandler for App {
-    fn shm_state(&mut self) -> &mut Shm {
-        &mut self.shm
-    }
-}
-
-impl ProvidesRegistryState for App {
-    fn registry(&mut self) -> &mut RegistryState {
-        &mut self.registry
-    }
-
-    registry_handlers!(OutputState);
-}
-
-impl Dispatch<wp_viewporter::WpViewporter, ()> for App {
-    fn event(
-        _: &mut Self,
-        _: &wp_viewporter::WpViewporter,
-        _: wp_viewporter::Event,
-        _: &(),
-        _: &Connection,
-        _: &QueueHandle<Self>,
-    ) {
-        // wp_viewporter has no events.
-    }
-}
-
-impl Dispatch<wp_viewport::WpViewport, ()> for App {
-    fn event(
-        _: &mut Self,
-        _: &wp_viewport::WpViewport,
-        _: wp_viewport::Event,
-        _: &(),
-        _: &Connection,
-        _: &QueueHandle<Self>,
-    ) {
-        // wp_viewport has no events.
-    }
-}
+window_handlers!(App, core, shm);
 
 impl Dispatch<wl_seat::WlSeat, ()> for App {
     fn event(
@@ -1035,7 +736,7 @@ impl App {
     /// Reports pointer motion at window position (`x`, `y`) in frame pixels, if over the
     /// picture.
     fn pointer_at(&mut self, x: f64, y: f64) {
-        let Some(place) = self.placement() else {
+        let Some(place) = self.core.placement() else {
             return;
         };
         let fx = (x - f64::from(place.x)) * f64::from(self.spec.width) / f64::from(place.width);
@@ -1045,7 +746,8 @@ impl App {
         }
         let (fx, fy) = (fx.floor() as u32, fy.floor() as u32);
         if fx < self.spec.width && fy < self.spec.height {
-            self.events
+            self.core
+                .events
                 .push(PresenterEvent::PointerMotion { x: fx, y: fy });
         }
     }
@@ -1066,7 +768,7 @@ impl Dispatch<wl_pointer::WlPointer, ()> for App {
                 surface,
                 surface_x,
                 surface_y,
-            } if surface == *app.window.wl_surface() || surface == app.child => {
+            } if surface == *app.core.window.wl_surface() || surface == *app.child() => {
                 app.input.pointer_serial = Some(serial);
                 app.input.apply_cursor();
                 app.pointer_at(surface_x, surface_y);
@@ -1079,7 +781,7 @@ impl Dispatch<wl_pointer::WlPointer, ()> for App {
             } if app.input.pointer_serial.is_some() => app.pointer_at(surface_x, surface_y),
             wl_pointer::Event::Button { button, state, .. } => {
                 let pressed = matches!(state, WEnum::Value(wl_pointer::ButtonState::Pressed));
-                app.events.push(PresenterEvent::Button {
+                app.core.events.push(PresenterEvent::Button {
                     code: button,
                     pressed,
                 });
@@ -1088,7 +790,7 @@ impl Dispatch<wl_pointer::WlPointer, ()> for App {
             wl_pointer::Event::AxisDiscrete {
                 axis: WEnum::Value(wl_pointer::Axis::VerticalScroll),
                 discrete,
-            } if discrete != 0 => app.events.push(PresenterEvent::Axis {
+            } if discrete != 0 => app.core.events.push(PresenterEvent::Axis {
                 vertical_steps: discrete,
             }),
             wl_pointer::Event::Axis {
@@ -1099,7 +801,7 @@ impl Dispatch<wl_pointer::WlPointer, ()> for App {
                 // One wheel notch is 10 surface units in most compositors.
                 let steps = (value / 10.0).round() as i32;
                 if steps != 0 {
-                    app.events.push(PresenterEvent::Axis {
+                    app.core.events.push(PresenterEvent::Axis {
                         vertical_steps: steps,
                     });
                 }
@@ -1121,7 +823,9 @@ impl Dispatch<wl_keyboard::WlKeyboard, ()> for App {
         // The keymap's fd is dropped (closed) with the event: the guest gets raw codes.
         if let wl_keyboard::Event::Key { key, state, .. } = event {
             let pressed = matches!(state, WEnum::Value(wl_keyboard::KeyState::Pressed));
-            app.events.push(PresenterEvent::Key { code: key, pressed });
+            app.core
+                .events
+                .push(PresenterEvent::Key { code: key, pressed });
         }
     }
 }
@@ -1138,6 +842,3 @@ impl Dispatch<wl_surface::WlSurface, ()> for App {
         // The cursor surface's enter/leave events do not matter.
     }
 }
-
-delegate_registry!(App);
-delegate_dispatch2!(App);
