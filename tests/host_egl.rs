@@ -8,6 +8,7 @@
 use std::os::fd::AsFd;
 
 use guestfb::format::{Modifier, PixelFormat, ALL_FORMATS};
+use guestfb::import::convert::nv12_to_rgb;
 use guestfb::import::egl::{
     fourcc_name, BufferKey, DmaBufImage, DmaBufPlane, EglError, EglImporter, ImportedTexture,
     TextureTarget,
@@ -143,27 +144,13 @@ fn rgb_frame(format: PixelFormat, width: u32, height: u32, salt: u32) -> Frame {
     }
 }
 
-/// BT.601 limited range, the way the EGL hints ask for it.
-fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 4] {
-    let (y, u, v) = (
-        f32::from(y) - 16.0,
-        f32::from(u) - 128.0,
-        f32::from(v) - 128.0,
-    );
-    let c = |f: f32| f.round().clamp(0.0, 255.0) as u8;
-    [
-        c(1.164 * y + 1.596 * v),
-        c(1.164 * y - 0.392 * u - 0.813 * v),
-        c(1.164 * y + 2.017 * u),
-        255,
-    ]
-}
-
+/// An NV12 frame with padded strides (odd sizes allowed: the chroma plane is
+/// ceil(w/2)×ceil(h/2)); expected pixels from the CPU converter's `nv12_to_rgb`.
 fn nv12_frame(width: u32, height: u32, salt: u32) -> Frame {
     let y_stride = width.next_multiple_of(64) + 64;
-    let uv_stride = y_stride;
-    let uv_offset = y_stride * height;
-    let len = (uv_offset + uv_stride * height / 2) as usize;
+    let uv_stride = y_stride + 32;
+    let uv_offset = y_stride * height + 128;
+    let len = (uv_offset + uv_stride * height.div_ceil(2)) as usize;
     let mut bytes = vec![0u8; len];
     let mut expected = Vec::new();
     let chroma = |cx: u32, cy: u32| {
@@ -172,8 +159,8 @@ fn nv12_frame(width: u32, height: u32, salt: u32) -> Frame {
             16 + noise(cx, cy, salt + 2) % 225,
         )
     };
-    for cy in 0..height / 2 {
-        for cx in 0..width / 2 {
+    for cy in 0..height.div_ceil(2) {
+        for cx in 0..width.div_ceil(2) {
             let (u, v) = chroma(cx, cy);
             let at = (uv_offset + cy * uv_stride + cx * 2) as usize;
             bytes[at] = u;
@@ -185,7 +172,8 @@ fn nv12_frame(width: u32, height: u32, salt: u32) -> Frame {
             let luma = 16 + noise(x, y, salt) % 220;
             bytes[(y * y_stride + x) as usize] = luma;
             let (u, v) = chroma(x / 2, y / 2);
-            expected.push(yuv_to_rgb(luma, u, v));
+            let [r, g, b] = nv12_to_rgb(luma, u, v);
+            expected.push([r, g, b, 255]);
         }
     }
     Frame {
@@ -409,38 +397,67 @@ fn implicit_modifier_imports_without_modifier_attributes() {
 }
 
 /// Mesa 25 llvmpipe advertises NV12 (LINEAR, not external-only) but refuses every
-/// NV12 memfd import on the host with EGL_BAD_ALLOC ("createImageFromDmaBufs failed"):
-/// one fd or two, tight or padded strides, page-aligned chroma offset, implicit or
-/// LINEAR modifier. Run it in the guest tier with a real udmabuf (`--ignored`).
+/// NV12 import as one image with EGL_BAD_ALLOC. The importer takes it as two images
+/// (R8 luma, GR88 chroma) and the renderer converts in its shader with the CPU path's
+/// integer math: the picture must be bit-exact, in both orientations, cropped or not,
+/// with padded strides and odd sizes.
 #[test]
-#[ignore = "host llvmpipe refuses NV12 memfd imports (EGL_BAD_ALLOC); guest tier with udmabuf"]
-fn nv12_imports_as_external_and_converts_bt601() {
+fn nv12_imports_as_two_planes_and_converts_bt601_exactly() {
     let mut gl = Gl::new();
     assert!(
         advertised(&gl.importer, PixelFormat::Nv12),
         "llvmpipe advertised NV12 when this test was written"
     );
-    let (width, height) = (64, 32);
-    let frame = nv12_frame(width, height, 3);
-    let texture = gl
-        .import(
-            BufferKey {
-                buffer_id: 1,
-                generation: 1,
-            },
-            &frame,
-        )
-        .expect("NV12 memfd import");
-    assert_eq!(texture.target, TextureTarget::External);
-    gl.renderer
-        .external_support()
-        .expect("external texture program");
-    let full = Rect::full(width, height);
-    for y0_top in [true, false] {
-        let got = gl.render(&texture, params(full, y0_top, width, height));
-        // The driver's conversion constants differ from ours in the last bit or two.
-        let want = expected_picture(&frame, full, y0_top);
-        assert_pixels(&format!("NV12 y0_top={y0_top}"), &got, &want, width, 3);
+    for (id, (width, height)) in [(64, 32), (61, 37)].into_iter().enumerate() {
+        let frame = nv12_frame(width, height, 3 + id as u32);
+        let key = BufferKey {
+            buffer_id: 1 + id as u64,
+            generation: 1,
+        };
+        let before = gl.importer.stats();
+        let texture = gl
+            .import(key, &frame)
+            .unwrap_or_else(|e| panic!("NV12 {width}x{height} memfd import: {e}"));
+        assert_eq!(texture.target, TextureTarget::Texture2D);
+        assert!(texture.chroma.is_some(), "imported as luma + chroma planes");
+        assert_eq!(
+            gl.importer.stats().images_created,
+            before.images_created + 2
+        );
+        let mut planes = Vec::new();
+        let image = frame.image(&mut planes);
+        assert_eq!(
+            gl.importer.check(&image).ok(),
+            Some(TextureTarget::Texture2D)
+        );
+        let full = Rect::full(width, height);
+        let crop = Rect {
+            x: 3,
+            y: 5,
+            width: 20,
+            height: 11,
+        };
+        for src in [full, crop] {
+            for y0_top in [true, false] {
+                let got = gl.render(&texture, params(src, y0_top, src.width, src.height));
+                let want = expected_picture(&frame, src, y0_top);
+                assert_pixels(
+                    &format!("NV12 {width}x{height} src {src:?} y0_top={y0_top}"),
+                    &got,
+                    &want,
+                    src.width,
+                    0,
+                );
+            }
+        }
+        // Cached, then forgotten: both images and textures go.
+        assert_eq!(gl.import(key, &frame).expect("cached"), texture);
+        let stats = gl.importer.stats();
+        assert!(gl.importer.forget(key.buffer_id));
+        assert_eq!(
+            gl.importer.stats().images_destroyed,
+            stats.images_destroyed + 2
+        );
     }
 }
 

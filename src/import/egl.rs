@@ -41,6 +41,10 @@ mod consts {
     pub const ITU_REC601_EXT: usize = 0x327F;
     pub const YUV_NARROW_RANGE_EXT: usize = 0x3283;
     pub const TEXTURE_EXTERNAL_OES: u32 = 0x8D65;
+    /// DRM_FORMAT_R8 ('R8  '): one 8-bit channel.
+    pub const DRM_FORMAT_R8: u32 = u32::from_le_bytes(*b"R8  ");
+    /// DRM_FORMAT_GR88 ('GR88'): byte 0 is R, byte 1 is G.
+    pub const DRM_FORMAT_GR88: u32 = u32::from_le_bytes(*b"GR88");
 }
 
 /// Why the importer could not be built or a framebuffer could not be imported.
@@ -228,10 +232,17 @@ impl TextureTarget {
 }
 
 /// An imported framebuffer as a GL texture; valid until its cache entry is dropped.
+///
+/// NV12 on a display that imports `R8` and `GR88` is imported as two single-plane
+/// images: `texture` holds the luma plane (`R8`, width×height) and `chroma` the CbCr
+/// plane (`GR88`, ceil(w/2)×ceil(h/2), Cb in R, Cr in G), both `GL_TEXTURE_2D`; the
+/// renderer converts to RGB in its shader, exactly as the CPU path does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImportedTexture {
-    /// The GL texture name.
+    /// The GL texture name (the luma plane for a two-plane NV12 import).
     pub texture: glow::Texture,
+    /// The CbCr plane of a two-plane NV12 import (`GL_TEXTURE_2D`); `None` otherwise.
+    pub chroma: Option<glow::Texture>,
     /// Where it is bound.
     pub target: TextureTarget,
     /// Pixel format of the framebuffer.
@@ -439,7 +450,16 @@ fn device_display(egl: &Egl) -> Result<(egl::Display, Platform)> {
 struct CachedImage {
     generation: u64,
     image: egl::Image,
+    /// The CbCr plane's image of a two-plane NV12 import.
+    chroma_image: Option<egl::Image>,
     texture: ImportedTexture,
+}
+
+/// One plane handed to `eglCreateImage`.
+struct RawPlane {
+    fd: i32,
+    offset: u32,
+    stride: u32,
 }
 
 /// Imports dma-buf framebuffers as GL textures through EGL, with a cache.
@@ -725,6 +745,10 @@ impl EglImporter {
                 .or(modifiers.first())
                 .map_or(yuv, |info| info.external_only),
         };
+        // NV12 as R8 + GR88 images: two GL_TEXTURE_2D, converted by guestfb's shader.
+        if self.nv12_as_planes(image) {
+            return Ok(TextureTarget::Texture2D);
+        }
         // YUV goes to an external texture where there is one: that is the target on
         // which drivers convert to RGB. Otherwise follow the driver's external_only.
         if external_only || (yuv && self.external_textures) {
@@ -754,6 +778,9 @@ impl EglImporter {
             self.forget(key.buffer_id);
         }
         let target = self.check(image)?;
+        if self.nv12_as_planes(image) {
+            return self.import_nv12_planes(key, image);
+        }
         let egl_image = self.create_image(image)?;
         let texture = match self.bind_texture(egl_image, target) {
             Ok(texture) => texture,
@@ -765,6 +792,7 @@ impl EglImporter {
         };
         let texture = ImportedTexture {
             texture,
+            chroma: None,
             target,
             format: image.format,
             width: image.width,
@@ -775,10 +803,110 @@ impl EglImporter {
             CachedImage {
                 generation: key.generation,
                 image: egl_image,
+                chroma_image: None,
                 texture,
             },
         );
         Ok(texture)
+    }
+
+    /// Whether `image` (already checked) is NV12 that this display imports as an `R8`
+    /// luma image and a `GR88` chroma image with the same modifier. Mesa's llvmpipe
+    /// advertises NV12 but refuses it as one image (EGL_BAD_ALLOC); its single-plane
+    /// formats import, and the shader conversion is bit-exact with the CPU path.
+    fn nv12_as_planes(&self, image: &DmaBufImage<'_>) -> bool {
+        if image.format != PixelFormat::Nv12 {
+            return false;
+        }
+        let imports = |code: u32| {
+            self.formats
+                .get(&code)
+                .is_some_and(|modifiers| match image.modifier {
+                    Modifier::Explicit(m) => {
+                        let raw: u64 = m.into();
+                        modifiers
+                            .iter()
+                            .any(|info| info.modifier == raw && !info.external_only)
+                    }
+                    Modifier::Implicit => {
+                        modifiers.is_empty() || modifiers.iter().any(|info| !info.external_only)
+                    }
+                })
+        };
+        imports(consts::DRM_FORMAT_R8) && imports(consts::DRM_FORMAT_GR88)
+    }
+
+    /// NV12 as two `GL_TEXTURE_2D` images: plane 0 as `R8` (width×height), plane 1 as
+    /// `GR88` (ceil(w/2)×ceil(h/2)).
+    fn import_nv12_planes(
+        &mut self,
+        key: BufferKey,
+        image: &DmaBufImage<'_>,
+    ) -> Result<ImportedTexture> {
+        let raw = |i: usize| {
+            let plane = &image.planes[i];
+            RawPlane {
+                fd: plane.fd.as_raw_fd(),
+                offset: plane.offset,
+                stride: plane.stride,
+            }
+        };
+        let (cw, ch) = (image.width.div_ceil(2), image.height.div_ceil(2));
+        let luma_image = self.create_image_raw(
+            image,
+            consts::DRM_FORMAT_R8,
+            (image.width, image.height),
+            &[raw(0)],
+        )?;
+        let chroma_image =
+            match self.create_image_raw(image, consts::DRM_FORMAT_GR88, (cw, ch), &[raw(1)]) {
+                Ok(chroma) => chroma,
+                Err(e) => {
+                    self.destroy_images(&[luma_image]);
+                    return Err(e);
+                }
+            };
+        let luma = match self.bind_texture(luma_image, TextureTarget::Texture2D) {
+            Ok(texture) => texture,
+            Err(e) => {
+                self.destroy_images(&[luma_image, chroma_image]);
+                return Err(e);
+            }
+        };
+        let chroma = match self.bind_texture(chroma_image, TextureTarget::Texture2D) {
+            Ok(texture) => texture,
+            Err(e) => {
+                // SAFETY: deleting a texture this importer created on its context.
+                unsafe { self.gl.delete_texture(luma) };
+                self.destroy_images(&[luma_image, chroma_image]);
+                return Err(e);
+            }
+        };
+        let texture = ImportedTexture {
+            texture: luma,
+            chroma: Some(chroma),
+            target: TextureTarget::Texture2D,
+            format: image.format,
+            width: image.width,
+            height: image.height,
+        };
+        self.cache.insert(
+            key.buffer_id,
+            CachedImage {
+                generation: key.generation,
+                image: luma_image,
+                chroma_image: Some(chroma_image),
+                texture,
+            },
+        );
+        Ok(texture)
+    }
+
+    fn destroy_images(&mut self, images: &[egl::Image]) {
+        for &image in images {
+            let _ = self.egl.destroy_image(self.display, image);
+            self.stats.images_destroyed += 1;
+        }
     }
 
     /// The cached texture of a buffer id, whatever its generation.
@@ -820,24 +948,59 @@ impl EglImporter {
     fn destroy_cached(&mut self, cached: CachedImage) {
         // SAFETY: the texture was created on this importer's context; deleting a
         // texture name is always valid GL.
-        unsafe { self.gl.delete_texture(cached.texture.texture) };
+        unsafe {
+            self.gl.delete_texture(cached.texture.texture);
+            if let Some(chroma) = cached.texture.chroma {
+                self.gl.delete_texture(chroma);
+            }
+        }
         let _ = self.egl.destroy_image(self.display, cached.image);
         self.stats.images_destroyed += 1;
+        if let Some(chroma) = cached.chroma_image {
+            let _ = self.egl.destroy_image(self.display, chroma);
+            self.stats.images_destroyed += 1;
+        }
     }
 
     fn create_image(&mut self, image: &DmaBufImage<'_>) -> Result<egl::Image> {
+        let planes: Vec<RawPlane> = image
+            .planes
+            .iter()
+            .map(|plane| RawPlane {
+                fd: plane.fd.as_raw_fd(),
+                offset: plane.offset,
+                stride: plane.stride,
+            })
+            .collect();
+        self.create_image_raw(
+            image,
+            image.format.fourcc() as u32,
+            (image.width, image.height),
+            &planes,
+        )
+    }
+
+    /// `eglCreateImage(EGL_LINUX_DMA_BUF_EXT)` of `planes` as `fourcc` at `width`×
+    /// `height`, with `image`'s modifier; errors name `image`.
+    fn create_image_raw(
+        &mut self,
+        image: &DmaBufImage<'_>,
+        fourcc: u32,
+        (width, height): (u32, u32),
+        planes: &[RawPlane],
+    ) -> Result<egl::Image> {
         let mut attribs: Vec<egl::Attrib> = vec![
             egl::WIDTH as usize,
-            image.width as usize,
+            width as usize,
             egl::HEIGHT as usize,
-            image.height as usize,
+            height as usize,
             consts::LINUX_DRM_FOURCC_EXT,
-            image.format.fourcc() as u32 as usize,
+            fourcc as usize,
         ];
-        for (i, plane) in image.planes.iter().enumerate() {
+        for (i, plane) in planes.iter().enumerate() {
             attribs.extend([
                 consts::PLANE_FD[i],
-                plane.fd.as_raw_fd() as usize,
+                plane.fd as usize,
                 consts::PLANE_OFFSET[i],
                 plane.offset as usize,
                 consts::PLANE_PITCH[i],
@@ -855,7 +1018,7 @@ impl EglImporter {
                 ]);
             }
         }
-        if image.format == PixelFormat::Nv12 {
+        if fourcc == PixelFormat::Nv12.fourcc() as u32 {
             attribs.extend([
                 consts::YUV_COLOR_SPACE_HINT_EXT,
                 consts::ITU_REC601_EXT,

@@ -13,6 +13,7 @@ use crate::rect::Rect;
 const BLIT_VERT: &str = include_str!("../../shaders/blit.vert");
 const BLIT_FRAG: &str = include_str!("../../shaders/blit.frag");
 const BLIT_EXTERNAL_FRAG: &str = include_str!("../../shaders/blit_external.frag");
+const BLIT_NV12_FRAG: &str = include_str!("../../shaders/blit_nv12.frag");
 
 /// Why drawing failed.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +131,7 @@ struct Program {
     u_src: Option<glow::UniformLocation>,
     u_opaque: Option<glow::UniformLocation>,
     u_tex: Option<glow::UniformLocation>,
+    u_chroma: Option<glow::UniformLocation>,
 }
 
 /// Draws imported textures into the current framebuffer.
@@ -137,6 +139,7 @@ struct Program {
 pub struct GlRenderer {
     program_2d: Program,
     program_external: Result<Program, String>,
+    program_nv12: Program,
     vao: glow::VertexArray,
 }
 
@@ -145,6 +148,14 @@ impl GlRenderer {
     /// optional: without `GL_OES_EGL_image_external_essl3` only YUV drawing fails.
     pub fn new(gl: &glow::Context) -> Result<Self, RenderError> {
         let program_2d = build_program(gl, "blit.frag", BLIT_FRAG)?;
+        let program_nv12 = match build_program(gl, "blit_nv12.frag", BLIT_NV12_FRAG) {
+            Ok(program) => program,
+            Err(e) => {
+                // SAFETY: deleting a program just created on the current context.
+                unsafe { gl.delete_program(program_2d.program) };
+                return Err(e);
+            }
+        };
         let program_external = if gl
             .supported_extensions()
             .contains("GL_OES_EGL_image_external_essl3")
@@ -161,6 +172,7 @@ impl GlRenderer {
         Ok(Self {
             program_2d,
             program_external,
+            program_nv12,
             vao,
         })
     }
@@ -201,6 +213,9 @@ impl GlRenderer {
             });
         }
         let program = match texture.target {
+            // NV12 as luma + chroma planes: converted in the shader, texels fetched
+            // unfiltered (the filter does not apply).
+            TextureTarget::Texture2D if texture.chroma.is_some() => &self.program_nv12,
             TextureTarget::Texture2D => &self.program_2d,
             TextureTarget::External => self.program_external.as_ref().map_err(|reason| {
                 RenderError::ExternalUnsupported {
@@ -259,11 +274,20 @@ impl GlRenderer {
             gl.tex_parameter_i32(target, glow::TEXTURE_MIN_FILTER, filter);
             gl.tex_parameter_i32(target, glow::TEXTURE_MAG_FILTER, filter);
             gl.uniform_1_i32(program.u_tex.as_ref(), 0);
+            if let Some(chroma) = texture.chroma {
+                gl.active_texture(glow::TEXTURE1);
+                gl.bind_texture(glow::TEXTURE_2D, Some(chroma));
+                gl.uniform_1_i32(program.u_chroma.as_ref(), 1);
+            }
             gl.uniform_4_f32(program.u_src.as_ref(), u0, v_top, u1, v_bottom);
             gl.uniform_1_f32(program.u_opaque.as_ref(), opaque);
             gl.bind_vertex_array(Some(self.vao));
             gl.draw_arrays(glow::TRIANGLE_STRIP, 0, 4);
             gl.bind_vertex_array(None);
+            if texture.chroma.is_some() {
+                gl.bind_texture(glow::TEXTURE_2D, None);
+                gl.active_texture(glow::TEXTURE0);
+            }
             gl.bind_texture(target, None);
             gl.use_program(None);
             match gl.get_error() {
@@ -281,6 +305,7 @@ impl GlRenderer {
         // SAFETY: deleting objects this renderer created on the current context.
         unsafe {
             gl.delete_program(self.program_2d.program);
+            gl.delete_program(self.program_nv12.program);
             if let Ok(program) = self.program_external {
                 gl.delete_program(program.program);
             }
@@ -328,6 +353,7 @@ fn build_program(
             u_src: gl.get_uniform_location(program, "u_src"),
             u_opaque: gl.get_uniform_location(program, "u_opaque"),
             u_tex: gl.get_uniform_location(program, "u_tex"),
+            u_chroma: gl.get_uniform_location(program, "u_chroma"),
             program,
         })
     }

@@ -4,8 +4,8 @@
 //! texture with [`GlRenderer`], then `glFinish`. No pixel passes through the CPU in this
 //! crate: format conversion and the y flip happen in the draw.
 //!
-//! Formats EGL cannot import (e.g. BGR888/RGB888 on llvmpipe, NV12 where
-//! `eglCreateImage` answers `EGL_BAD_ALLOC`) go through [`CpuFill`], with the reason in
+//! Formats EGL cannot import (e.g. BGR888/RGB888 on llvmpipe, NV12 where neither
+//! one image nor R8 + GR88 planes import) go through [`CpuFill`], with the reason in
 //! the presenter's log once; the format is not tried with EGL again. Other failures
 //! (a revoked export, a draw error) fall back for that frame only. If the scanout buffer itself cannot be imported or
 //! rendered to, the fill stays on the CPU from then on.
@@ -272,6 +272,11 @@ impl GlFill {
         if dest.target != TextureTarget::Texture2D {
             return Err(self.broken(GlFillError::Incomplete(
                 "imported as an external-only texture".into(),
+            )));
+        }
+        if dest.chroma.is_some() {
+            return Err(self.broken(GlFillError::Incomplete(
+                "imported as two YUV planes, not renderable as RGB".into(),
             )));
         }
         let gl = self.importer.gl();
