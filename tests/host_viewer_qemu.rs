@@ -356,15 +356,19 @@ impl NestedWeston {
     /// Wayland window: the viewer's. With no X window manager, the X focus follows the
     /// pointer, so the pointer goes over weston's window first.
     fn type_key(&self, key: &str) {
-        for args in [&["mousemove", "100", "100"][..], &["key", key][..]] {
-            let status = Command::new("xdotool")
-                .args(args)
-                .env("DISPLAY", &self.display)
-                .stderr(Stdio::null())
-                .status()
-                .expect("xdotool must run (scripts/setup-host.sh installs it)");
-            assert!(status.success(), "xdotool {args:?}: {status}");
-        }
+        self.xdotool(&["mousemove", "100", "100"]);
+        self.xdotool(&["key", key]);
+    }
+
+    /// Runs one xdotool command on the X server weston lives in.
+    fn xdotool(&self, args: &[&str]) {
+        let status = Command::new("xdotool")
+            .args(args)
+            .env("DISPLAY", &self.display)
+            .stderr(Stdio::null())
+            .status()
+            .expect("xdotool must run (scripts/setup-host.sh installs it)");
+        assert!(status.success(), "xdotool {args:?}: {status}");
     }
 }
 
@@ -398,5 +402,52 @@ fn keys_typed_on_the_window_reach_the_guest() {
         );
         nested.type_key("Escape");
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Pointer motion and a click on the viewer's window (a real seat) reach QEMU's input
+/// layer, scaled 1:1 to console pixels: QEMU's own trace of its input events shows the
+/// relative motion (std VGA's PS/2 mouse) and the button.
+#[test]
+fn pointer_motion_and_clicks_on_the_window_reach_qemu() {
+    let _serial = serial();
+    let dir = scratch("pointer");
+    let trace = dir.join("input-trace.log");
+    let bus = Bus::start();
+    let mut qemu = Qemu::start(
+        &bus,
+        &dir,
+        &[
+            "-trace",
+            "enable=input_event_*",
+            "-D",
+            trace.to_str().unwrap(),
+        ],
+    );
+    qemu.wait_for_text("Press ESC for boot menu", Duration::from_secs(60));
+    let nested = NestedWeston::start(TEXT_MODE.0, TEXT_MODE.1);
+    let mut viewer = Viewer::start(&nested.socket(), &bus, &[]);
+    viewer.wait_for_line("first frame shown", Duration::from_secs(30));
+    let wanted = [
+        "axis x, value 100",
+        "axis y, value 50",
+        "button left, down 1",
+        "button left, down 0",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        nested.xdotool(&["mousemove", "100", "100"]);
+        std::thread::sleep(Duration::from_millis(300));
+        nested.xdotool(&["mousemove", "200", "150", "click", "1"]);
+        std::thread::sleep(Duration::from_millis(500));
+        let log = std::fs::read_to_string(&trace).unwrap_or_default();
+        if wanted.iter().all(|line| log.contains(line)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "QEMU never saw the pointer events {wanted:?}; its input trace:\n{log}\nviewer: {:#?}",
+            viewer.seen
+        );
     }
 }
