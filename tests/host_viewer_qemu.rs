@@ -275,112 +275,6 @@ fn console_all_opens_one_window_per_head() {
     );
 }
 
-/// weston on its X11 backend inside Xvfb: unlike the headless backend it has a seat
-/// with a keyboard and a pointer, which xdotool drives through the X server.
-struct NestedWeston {
-    xvfb: Child,
-    weston: Child,
-    display: String,
-    runtime: PathBuf,
-}
-
-impl NestedWeston {
-    fn start(width: u32, height: u32) -> Self {
-        let display = format!(":{}", 90 + std::process::id() % 100);
-        let xvfb = Command::new("Xvfb")
-            .args([
-                display.as_str(),
-                "-screen",
-                "0",
-                "1024x768x24",
-                "-nolisten",
-                "tcp",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("Xvfb must start (scripts/setup-host.sh installs xvfb)");
-        let socket = Path::new("/tmp/.X11-unix").join(format!("X{}", &display[1..]));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "Xvfb {display} never came up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let runtime = scratch("nested-weston");
-        std::fs::create_dir_all(&runtime).unwrap();
-        std::fs::set_permissions(
-            &runtime,
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
-        .unwrap();
-        let weston = Command::new("weston")
-            .args([
-                "--backend=x11-backend.so",
-                "--socket=guestfb-nested",
-                &format!("--width={width}"),
-                &format!("--height={height}"),
-                "--renderer=pixman",
-                "--shell=kiosk",
-                "--idle-time=0",
-                "--no-config",
-            ])
-            .env("DISPLAY", &display)
-            .env("XDG_RUNTIME_DIR", &runtime)
-            .env_remove("WAYLAND_DISPLAY")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("weston must start");
-        let nested = Self {
-            xvfb,
-            weston,
-            display,
-            runtime,
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::os::unix::net::UnixStream::connect(nested.socket()).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nested weston never accepted clients"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        nested
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.runtime.join("guestfb-nested")
-    }
-
-    /// Types `key` (an X keysym name) into weston's window, which hands it to the focused
-    /// Wayland window: the viewer's. With no X window manager, the X focus follows the
-    /// pointer, so the pointer goes over weston's window first.
-    fn type_key(&self, key: &str) {
-        self.xdotool(&["mousemove", "100", "100"]);
-        self.xdotool(&["key", key]);
-    }
-
-    /// Runs one xdotool command on the X server weston lives in.
-    fn xdotool(&self, args: &[&str]) {
-        let status = Command::new("xdotool")
-            .args(args)
-            .env("DISPLAY", &self.display)
-            .stderr(Stdio::null())
-            .status()
-            .expect("xdotool must run (scripts/setup-host.sh installs it)");
-        assert!(status.success(), "xdotool {args:?}: {status}");
-    }
-}
-
-impl Drop for NestedWeston {
-    fn drop(&mut self) {
-        let _ = self.weston.kill();
-        let _ = self.weston.wait();
-        let _ = self.xvfb.kill();
-        let _ = self.xvfb.wait();
-    }
-}
-
 /// A key typed on the viewer's window (a real Wayland seat: wl_keyboard) reaches the
 /// guest: ESC at the SeaBIOS prompt opens the boot menu.
 #[test]
@@ -390,8 +284,9 @@ fn keys_typed_on_the_window_reach_the_guest() {
     let bus = Bus::start();
     let mut qemu = Qemu::start(&bus, &dir, &[]);
     qemu.wait_for_text("Press ESC for boot menu", Duration::from_secs(60));
-    let nested = NestedWeston::start(TEXT_MODE.0, TEXT_MODE.1);
-    let mut viewer = Viewer::start(&nested.socket(), &bus, &[]);
+    let weston =
+        Weston::start(WestonConfig::kiosk(TEXT_MODE.0, TEXT_MODE.1, Renderer::Pixman).with_seat());
+    let mut viewer = Viewer::start(&weston.socket_path(), &bus, &[]);
     viewer.wait_for_line("first frame shown", Duration::from_secs(30));
     let deadline = Instant::now() + Duration::from_secs(20);
     while !qemu.text_screen().contains("Select boot device") {
@@ -400,7 +295,8 @@ fn keys_typed_on_the_window_reach_the_guest() {
             "ESC typed on the window never reached the guest; viewer said {:#?}",
             viewer.seen
         );
-        nested.type_key("Escape");
+        weston.xdotool(&["mousemove", "100", "100"]);
+        weston.xdotool(&["key", "Escape"]);
         std::thread::sleep(Duration::from_millis(500));
     }
 }
@@ -425,8 +321,9 @@ fn pointer_motion_and_clicks_on_the_window_reach_qemu() {
         ],
     );
     qemu.wait_for_text("Press ESC for boot menu", Duration::from_secs(60));
-    let nested = NestedWeston::start(TEXT_MODE.0, TEXT_MODE.1);
-    let mut viewer = Viewer::start(&nested.socket(), &bus, &[]);
+    let weston =
+        Weston::start(WestonConfig::kiosk(TEXT_MODE.0, TEXT_MODE.1, Renderer::Pixman).with_seat());
+    let mut viewer = Viewer::start(&weston.socket_path(), &bus, &[]);
     viewer.wait_for_line("first frame shown", Duration::from_secs(30));
     let wanted = [
         "axis x, value 100",
@@ -436,9 +333,9 @@ fn pointer_motion_and_clicks_on_the_window_reach_qemu() {
     ];
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        nested.xdotool(&["mousemove", "100", "100"]);
+        weston.xdotool(&["mousemove", "100", "100"]);
         std::thread::sleep(Duration::from_millis(300));
-        nested.xdotool(&["mousemove", "200", "150", "click", "1"]);
+        weston.xdotool(&["mousemove", "200", "150", "click", "1"]);
         std::thread::sleep(Duration::from_millis(500));
         let log = std::fs::read_to_string(&trace).unwrap_or_default();
         if wanted.iter().all(|line| log.contains(line)) {

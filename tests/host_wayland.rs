@@ -333,6 +333,54 @@ fn compositor_loss_is_an_error(renderer: Renderer) {
     }
 }
 
+/// The guest's cursor image becomes the pointer's image over the window, and hiding it
+/// hides the pointer: weston (on a real seat, pointer moved by xdotool) draws it into
+/// its output, so a screenshot shows it.
+fn cursor_image_follows_the_pointer(renderer: Renderer) {
+    let (width, height) = (320, 240);
+    let weston = Weston::start(WestonConfig::kiosk(width, height, renderer).with_seat());
+    let mut presenter = connect(&weston, PresenterOptions::new(width, height));
+    let background = Picture::new(width, height, |_, _| 0x00_00_c0);
+    assert!(show(
+        &mut presenter,
+        &weston,
+        &background,
+        &[Rect::full(width, height)]
+    ));
+    // A 16×16 opaque red arrow-less square, hotspot at its centre.
+    let red: Vec<u8> = std::iter::repeat_n([0x00, 0x00, 0xff, 0xff], 16 * 16)
+        .flatten()
+        .collect();
+    presenter.set_cursor_image(16, 16, 8, 8, &red).unwrap();
+    weston.xdotool(&["mousemove", "100", "100"]);
+    let pump = |presenter: &mut ShmPresenter| {
+        let until = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < until {
+            presenter
+                .dispatch(Some(Duration::from_millis(20)))
+                .expect("dispatch");
+        }
+    };
+    pump(&mut presenter);
+    let shot = weston.screenshot();
+    // The hotspot sits at the pointer: the square spans 92..108.
+    for (x, y) in [(92, 92), (100, 100), (107, 107)] {
+        assert_eq!(shot.pixel(x, y), 0xff_00_00, "cursor at {x},{y}");
+    }
+    for (x, y) in [(90, 90), (109, 100), (50, 50)] {
+        assert_eq!(shot.pixel(x, y), 0x00_00_c0, "background at {x},{y}");
+    }
+    presenter.set_cursor_visible(false).unwrap();
+    weston.xdotool(&["mousemove", "101", "101"]);
+    pump(&mut presenter);
+    let shot = weston.screenshot();
+    assert_eq!(
+        shot.pixel(100, 100),
+        0x00_00_c0,
+        "hidden cursor still drawn"
+    );
+}
+
 macro_rules! both_renderers {
     ($($name:ident),* $(,)?) => {
         mod pixman {
@@ -352,4 +400,5 @@ both_renderers!(
     output_scale_two_is_pixel_exact,
     desktop_shell_defaults_to_frame_size,
     compositor_loss_is_an_error,
+    cursor_image_follows_the_pointer,
 );

@@ -1,4 +1,8 @@
-//! A private headless weston per test: start, screenshot, stop (the whole process group).
+//! A private weston per test: start, screenshot, stop (the whole process group).
+//!
+//! Headless by default; with [`WestonConfig::seat`] weston runs on its X11 backend
+//! inside a private Xvfb, which gives it a seat (keyboard, pointer) that `xdotool`
+//! drives — the headless backend has no input devices.
 //!
 //! Everything here panics with the reason and weston's log on failure: a test that cannot
 //! start its compositor fails loudly, it never passes by doing nothing.
@@ -42,6 +46,8 @@ pub struct WestonConfig {
     pub kiosk: bool,
     /// Output scale.
     pub scale: u32,
+    /// Run on the X11 backend in a private Xvfb, for a real seat (see the module docs).
+    pub seat: bool,
 }
 
 impl WestonConfig {
@@ -53,7 +59,13 @@ impl WestonConfig {
             renderer,
             kiosk: true,
             scale: 1,
+            seat: false,
         }
+    }
+
+    /// The same, with a seat xdotool can type and point on.
+    pub fn with_seat(self) -> Self {
+        Self { seat: true, ..self }
     }
 }
 
@@ -83,6 +95,8 @@ pub struct Weston {
     runtime_dir: PathBuf,
     socket: String,
     shots: AtomicUsize,
+    /// The private X server of a weston with a seat, and its display name.
+    xvfb: Option<(Child, String)>,
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -100,9 +114,15 @@ impl Weston {
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", runtime_dir.display()));
         let log = runtime_dir.join("weston.log");
         let log_file = fs::File::create(&log).expect("create weston log");
+        let xvfb = config.seat.then(|| start_xvfb(n));
         let mut command = Command::new("weston");
+        match &xvfb {
+            Some((_, display)) => command
+                .arg("--backend=x11-backend.so")
+                .env("DISPLAY", display),
+            None => command.arg("--backend=headless").env_remove("DISPLAY"),
+        };
         command
-            .arg("--backend=headless")
             .arg(format!("--socket={socket}"))
             .arg(format!("--width={}", config.width))
             .arg(format!("--height={}", config.height))
@@ -112,7 +132,6 @@ impl Weston {
             .env("XDG_RUNTIME_DIR", &runtime_dir)
             .env_remove("WAYLAND_DISPLAY")
             .env_remove("WAYLAND_SOCKET")
-            .env_remove("DISPLAY")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("dup log fd"))
             .stderr(log_file)
@@ -129,6 +148,7 @@ impl Weston {
             runtime_dir,
             socket,
             shots: AtomicUsize::new(0),
+            xvfb,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         // The socket file appears at bind(), before listen(): wait until it accepts.
@@ -226,6 +246,10 @@ impl Weston {
 impl Drop for Weston {
     fn drop(&mut self) {
         self.kill();
+        if let Some((mut xvfb, _)) = self.xvfb.take() {
+            let _ = xvfb.kill();
+            let _ = xvfb.wait();
+        }
         if std::env::var_os("GUESTFB_KEEP_WESTON_DIR").is_none() {
             let _ = fs::remove_dir_all(&self.runtime_dir);
         }
@@ -256,5 +280,55 @@ pub fn decode_png(path: &Path) -> Screenshot {
         width: info.width,
         height: info.height,
         rgb,
+    }
+}
+
+/// Starts a private Xvfb for a weston with a seat; returns it and its display name.
+fn start_xvfb(n: usize) -> (Child, String) {
+    let number = 100 + (std::process::id() as usize % 400) * 8 + n % 8;
+    let display = format!(":{number}");
+    let child = Command::new("Xvfb")
+        .args([
+            display.as_str(),
+            "-screen",
+            "0",
+            "1280x1024x24",
+            "-nolisten",
+            "tcp",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start Xvfb (scripts/setup-host.sh installs xvfb): {e}"));
+    let socket = PathBuf::from(format!("/tmp/.X11-unix/X{number}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "Xvfb {display} did not start in 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, display)
+}
+
+impl Weston {
+    /// Runs one xdotool command on this weston's X server (a weston with a seat only).
+    /// With no X window manager the X focus follows the pointer: move it over the
+    /// output before typing.
+    pub fn xdotool(&self, args: &[&str]) {
+        let (_, display) = self
+            .xvfb
+            .as_ref()
+            .expect("xdotool needs a weston started with a seat (WestonConfig::with_seat)");
+        let status = Command::new("xdotool")
+            .args(args)
+            .env("DISPLAY", display)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| {
+                panic!("cannot run xdotool (scripts/setup-host.sh installs it): {e}")
+            });
+        assert!(status.success(), "xdotool {args:?}: {status}");
     }
 }
