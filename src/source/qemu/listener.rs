@@ -170,6 +170,10 @@ impl Frame {
 pub struct SharedFrame(Arc<Mutex<Frame>>);
 
 impl SharedFrame {
+    fn new(frame: Frame) -> Self {
+        Self(Arc::new(Mutex::new(frame)))
+    }
+
     /// Locks the frame. A poisoned lock (a panicking reader) is taken over: the bytes
     /// are plain pixels, valid in any state.
     pub fn lock(&self) -> MutexGuard<'_, Frame> {
@@ -894,14 +898,14 @@ impl Worker {
             });
         }
         data.truncate(len as usize);
-        let frame = SharedFrame(Arc::new(Mutex::new(Frame {
+        let frame = SharedFrame::new(Frame {
             width,
             height,
             stride,
             format,
             pixman: pixman_format,
             storage: Storage::Owned(data),
-        })));
+        });
         self.current = Current::Owned(frame.clone());
         Ok(Outcome::Event(QemuEvent::Scanout { frame }))
     }
@@ -1000,14 +1004,14 @@ impl Worker {
         checked_rect(x, y, w, h, width, height).ok()?;
         let stride = width.checked_mul(format.bytes_per_pixel())?;
         let len = checked_surface(width, height, stride, format).ok()?;
-        Some(SharedFrame(Arc::new(Mutex::new(Frame {
+        Some(SharedFrame::new(Frame {
             width,
             height,
             stride,
             format,
             pixman: pixman_format,
             storage: Storage::Owned(vec![0; usize::try_from(len).ok()?]),
-        }))))
+        }))
     }
 
     fn scanout_map(
@@ -1037,14 +1041,14 @@ impl Worker {
             .map_err(QemuError::Sys)?;
         // The mapping keeps the memory; the fd is no longer needed.
         drop(fd);
-        let frame = SharedFrame(Arc::new(Mutex::new(Frame {
+        let frame = SharedFrame::new(Frame {
             width,
             height,
             stride,
             format,
             pixman: pixman_format,
             storage: Storage::Mapped(mapping),
-        })));
+        });
         self.current = Current::Mapped(frame.clone());
         Ok(Outcome::Event(QemuEvent::ScanoutMap { frame }))
     }
