@@ -58,8 +58,12 @@ scripts/guest/setup.sh
 
 # --- lint: the code standard is part of the suite ------------------------------------------
 lint_rc=0
-echo "test: lint: cargo fmt --check, cargo clippy --all-targets --all-features -D warnings"
-{ cargo fmt --check && cargo clippy --all-targets --all-features -- -D warnings; } 2>&1 \
+echo "test: lint: cargo fmt --check, cargo clippy --all-targets --all-features -D warnings," \
+    "the fuzz target builds"
+{
+    cargo fmt --check && cargo clippy --all-targets --all-features -- -D warnings \
+        && cargo check --quiet --manifest-path fuzz/Cargo.toml
+} 2>&1 \
     | tail -n 40 || lint_rc=$?
 if ((lint_rc != 0)); then
     echo "test: FAIL: lint" >&2

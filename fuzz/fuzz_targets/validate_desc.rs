@@ -19,7 +19,9 @@ fn memory() -> &'static GuestMemory {
         memfd.set_size(RAM).expect("size");
         memfd.add_seals(Seals::SHRINK | Seals::GROW).expect("seal");
         let mut memory = GuestMemory::new();
-        memory.add_region(0, RAM, Arc::new(memfd), 0).expect("region");
+        memory
+            .add_region(0, RAM, Arc::new(memfd), 0)
+            .expect("region");
         memory
     })
 }
@@ -40,13 +42,23 @@ impl Reader<'_> {
     fn small(&mut self, max: u64) -> u64 {
         // Half of the values small, half anything: both kinds of bugs get found.
         let value = self.u64();
-        if value & 1 == 0 { (value >> 1) % max } else { value >> 1 }
+        if value & 1 == 0 {
+            (value >> 1) % max
+        } else {
+            value >> 1
+        }
     }
 }
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Reader(data);
-    let formats = [0x3432_5258u32, 0x3231_564e, 0x3631_4752, 0x3432_4742, 0x3432_4241];
+    let formats = [
+        0x3432_5258u32,
+        0x3231_564e,
+        0x3631_4752,
+        0x3432_4742,
+        0x3432_4241,
+    ];
     let fourcc = match input.u32() % 6 {
         5 => input.u32(),
         index => formats[index as usize],
@@ -73,7 +85,16 @@ fuzz_target!(|data: &[u8]| {
             len: input.small(1 << 25),
         })
         .collect();
-    let desc = FramebufferDesc { fourcc, modifier, width, height, visible, planes, y0_top, ranges };
+    let desc = FramebufferDesc {
+        fourcc,
+        modifier,
+        width,
+        height,
+        visible,
+        planes,
+        y0_top,
+        ranges,
+    };
     if let Ok(fb) = desc.validate(memory()) {
         for plane in fb.planes() {
             assert!(plane.offset + plane.span() <= fb.len());
