@@ -386,13 +386,7 @@ fn probe_example_reports_udmabuf_pins_and_drm() {
     if !common::require_guest("probe_example_reports_udmabuf_pins_and_drm") {
         return;
     }
-    let exe = std::env::current_exe().unwrap();
-    let probe = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/probe");
+    let probe = common::example_binary("probe");
     let output = std::process::Command::new(&probe).output().unwrap();
     assert!(
         output.status.success(),

@@ -1,19 +1,10 @@
 //! Host tier: the probe example prints a JSON report that matches this machine.
 
+mod common;
+
 #[test]
 fn probe_example_prints_this_machines_facts() {
-    let exe = std::env::current_exe().unwrap();
-    let probe = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/probe");
-    assert!(
-        probe.exists(),
-        "{} is missing: cargo build --examples",
-        probe.display()
-    );
+    let probe = common::example_binary("probe");
     let output = std::process::Command::new(&probe)
         .env_remove("WAYLAND_DISPLAY")
         .output()

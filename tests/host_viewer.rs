@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -18,22 +17,6 @@ use guestfb::import::CpuMapping;
 use guestfb::rect::Rect;
 use guestfb::source::demo::{DemoConfig, DemoGuest};
 
-fn viewer_binary() -> PathBuf {
-    // target/<profile>/deps/host_viewer-… → target/<profile>/examples/viewer
-    let exe = std::env::current_exe().expect("test binary path");
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join("examples/viewer");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build --example viewer` (cargo test does)",
-        path.display()
-    );
-    path
-}
-
 /// A viewer process that has presented its frames and holds the window.
 struct Viewer {
     child: Child,
@@ -41,7 +24,7 @@ struct Viewer {
 
 impl Viewer {
     fn start(weston: &Weston, args: &[&str], frames: u64) -> Self {
-        let mut child = Command::new(viewer_binary())
+        let mut child = Command::new(common::example_binary("viewer"))
             .args(args)
             .args(["--gl", "off", "--hold", "--frames", &frames.to_string()])
             .env("WAYLAND_DISPLAY", weston.socket_path())

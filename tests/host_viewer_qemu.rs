@@ -36,22 +36,6 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn viewer_binary() -> PathBuf {
-    // target/<profile>/deps/host_viewer_qemu-… → target/<profile>/examples/viewer
-    let exe = std::env::current_exe().expect("test binary path");
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join("examples/viewer");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build --all-features --examples`",
-        path.display()
-    );
-    path
-}
-
 /// The SeaBIOS text screen's size (80×25 cells of 9×16 pixels).
 const TEXT_MODE: (u32, u32) = (720, 400);
 
@@ -64,7 +48,7 @@ struct Viewer {
 
 impl Viewer {
     fn start(compositor: &Path, bus: &Bus, extra: &[&str]) -> Self {
-        let mut child = Command::new(viewer_binary())
+        let mut child = Command::new(common::example_binary("viewer"))
             .arg("--source")
             .arg(format!("qemu:{}", bus.address))
             .args(extra)

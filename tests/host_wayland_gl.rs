@@ -435,27 +435,11 @@ fn a_lost_compositor_is_an_error_not_a_panic() {
     }
 }
 
-/// The viewer example binary (cargo test builds it).
-fn viewer_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join("examples/viewer");
-    assert!(
-        path.exists(),
-        "{} is missing: cargo build --example viewer",
-        path.display()
-    );
-    path
-}
-
 /// Runs the viewer until it has presented `frames` frames (it then holds the window);
 /// returns its stdout lines so far and the process.
 fn run_viewer(weston: &Weston, args: &[&str], frames: u64) -> (Vec<String>, std::process::Child) {
     use std::io::{BufRead, BufReader};
-    let mut child = std::process::Command::new(viewer_binary())
+    let mut child = std::process::Command::new(common::example_binary("viewer"))
         .args(args)
         .args(["--hold", "--frames", &frames.to_string()])
         .env("WAYLAND_DISPLAY", weston.socket_path())

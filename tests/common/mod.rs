@@ -5,7 +5,7 @@
 pub mod qemu;
 pub mod weston;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Whether a guest-tier test can run here: true when `/dev/udmabuf` exists.
 ///
@@ -24,4 +24,23 @@ pub fn require_guest(test: &str) -> bool {
     }
     eprintln!("SKIP {test}: needs /dev/udmabuf; run scripts/test.sh (guest tier)");
     false
+}
+
+/// The path of example `name`, built beside the test binaries
+/// (target/<profile>/deps/<test> → target/<profile>/examples/<name>). Panics if it is
+/// missing: scripts/test.sh builds the examples before the tests.
+pub fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --all-features --examples`",
+        path.display()
+    );
+    path
 }
