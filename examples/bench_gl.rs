@@ -91,12 +91,7 @@ fn measure(
     importer.clear();
     let target = OffscreenTarget::new(importer.gl(), window_width, window_height)?;
     let params = DrawParams {
-        src: Rect {
-            x: 0,
-            y: 0,
-            width,
-            height,
-        },
+        src: Rect::full(width, height),
         y0_top: true,
         target_width: window_width,
         target_height: window_height,

@@ -21,7 +21,6 @@ use guestfb::import::egl::{
 };
 use guestfb::import::CpuMapping;
 use guestfb::present::gl::{DrawParams, Filter, GlRenderer, OffscreenTarget};
-use guestfb::rect::Rect;
 use guestfb::rect::Rect as PictureRect;
 use guestfb::source::demo::{Buffering, DemoConfig, DemoGuest};
 
@@ -72,12 +71,7 @@ impl Gl {
                 gl,
                 texture,
                 &DrawParams {
-                    src: Rect {
-                        x: visible.x,
-                        y: visible.y,
-                        width: visible.width,
-                        height: visible.height,
-                    },
+                    src: visible,
                     y0_top: layout.y0_top(),
                     target_width: visible.width,
                     target_height: visible.height,

@@ -195,12 +195,7 @@ impl FramebufferDesc {
             });
         }
         let visible = match self.visible {
-            None => Rect {
-                x: 0,
-                y: 0,
-                width: self.width,
-                height: self.height,
-            },
+            None => Rect::full(self.width, self.height),
             Some(rect) => {
                 let inside = rect.width > 0
                     && rect.height > 0
@@ -550,14 +545,7 @@ mod tests {
             ),
             (
                 "visible empty",
-                |d| {
-                    d.visible = Some(Rect {
-                        x: 0,
-                        y: 0,
-                        width: 0,
-                        height: 10,
-                    })
-                },
+                |d| d.visible = Some(Rect::full(0, 10)),
                 |e| matches!(e, ExportError::VisibleOutside { .. }),
             ),
             (

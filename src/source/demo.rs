@@ -333,12 +333,7 @@ impl DemoGuest {
     }
 
     fn full_rect(&self) -> Rect {
-        Rect {
-            x: 0,
-            y: 0,
-            width: self.config.width,
-            height: self.config.height,
-        }
+        Rect::full(self.config.width, self.config.height)
     }
 
     /// The framebuffer description the guest would send its display: that of the

@@ -499,6 +499,36 @@ impl PlanarBuffer for Planar {
     }
 }
 
+/// PRIME-imports a linear XRGB8888 dma-buf of `size` pixels and `stride` bytes per row
+/// and makes it a framebuffer (`what` names the user in an error).
+fn import_xrgb8888(
+    card: &Card,
+    dmabuf: &crate::sys::dmabuf::DmaBuf,
+    size: (u32, u32),
+    stride: u32,
+    what: &str,
+) -> Result<(Fb, Gem), KmsError> {
+    let handle = card
+        .prime_fd_to_buffer(dmabuf.as_fd())
+        .map_err(ioctl(format!("DRM_IOCTL_PRIME_FD_TO_HANDLE ({what})")))?;
+    let gem = Gem {
+        card: card.clone(),
+        handle,
+    };
+    let fb = add_fb2(
+        card,
+        &Planar {
+            size,
+            format: DrmFourcc::Xrgb8888,
+            modifier: None,
+            handles: [Some(gem.handle), None, None, None],
+            pitches: [stride, 0, 0, 0],
+            offsets: [0; 4],
+        },
+    )?;
+    Ok((fb, gem))
+}
+
 fn add_fb2(card: &Card, planar: &Planar) -> Result<Fb, KmsError> {
     let flags = if planar.modifier.is_some() {
         FbCmd2Flags::MODIFIERS
@@ -1576,12 +1606,7 @@ impl KmsPresenter {
                 }
                 filled?;
                 let fb = copy.add_fb(&self.card)?;
-                let src = Rect {
-                    x: 0,
-                    y: 0,
-                    width: visible.width,
-                    height: visible.height,
-                };
+                let src = Rect::full(visible.width, visible.height);
                 Scanout {
                     buffer_id: export.buffer_id(),
                     generation: export.generation(),
@@ -1783,12 +1808,7 @@ impl KmsPresenter {
         }
         if let Some((fb, _)) = &self.black {
             let black = fb.handle;
-            let full = Rect {
-                x: 0,
-                y: 0,
-                width,
-                height,
-            };
+            let full = Rect::full(width, height);
             let mut req = AtomicModeReq::new();
             self.pipe.add_plane(
                 &mut req,
@@ -1854,12 +1874,7 @@ mod tests {
 
     #[test]
     fn fit_letterboxes_and_centre_crops() {
-        let src = Rect {
-            x: 0,
-            y: 0,
-            width: 640,
-            height: 480,
-        };
+        let src = Rect::full(640, 480);
         let fit = Placement::fit(src, (1920, 1080));
         assert_eq!(
             fit.dst,

@@ -4,8 +4,7 @@
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use drm::buffer::DrmFourcc;
-use drm::control::{atomic::AtomicModeReq, AtomicCommitFlags, Device as ControlDevice};
+use drm::control::{atomic::AtomicModeReq, AtomicCommitFlags};
 
 use crate::rect::Rect;
 use crate::sys::dmabuf::{Access, Mapping};
@@ -14,7 +13,7 @@ use crate::sys::udmabuf::{Range, Udmabuf};
 use crate::sys::SysError;
 
 use super::writeback::{Writeback, WritebackTarget};
-use super::{add_fb2, ioctl, Card, Gem, KmsError, Pipe, Placement, Planar, ROTATE_0};
+use super::{import_xrgb8888, Card, KmsError, Pipe, Placement, ROTATE_0};
 
 /// Size of the hugetlb pages the probe uses.
 const HUGE: u64 = 2 << 20;
@@ -57,30 +56,8 @@ pub fn probe_hugetlb_vmap_quirk(card: &Card) -> Result<bool, KmsError> {
         offset: 0,
         size: len,
     })?;
-    let handle = card
-        .prime_fd_to_buffer(dmabuf.as_fd())
-        .map_err(ioctl("DRM_IOCTL_PRIME_FD_TO_HANDLE (probe)"))?;
-    let gem = Gem {
-        card: card.clone(),
-        handle,
-    };
-    let fb = add_fb2(
-        card,
-        &Planar {
-            size: (width, height),
-            format: DrmFourcc::Xrgb8888,
-            modifier: None,
-            handles: [Some(gem.handle), None, None, None],
-            pitches: [stride, 0, 0, 0],
-            offsets: [0; 4],
-        },
-    )?;
-    let full = Rect {
-        x: 0,
-        y: 0,
-        width,
-        height,
-    };
+    let (fb, gem) = import_xrgb8888(card, &dmabuf, (width, height), stride, "probe")?;
+    let full = Rect::full(width, height);
     let blob = pipe.mode_blob(card)?;
     let mut req = AtomicModeReq::new();
     pipe.add_modeset(&mut req, &blob)?;

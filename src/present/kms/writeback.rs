@@ -5,7 +5,6 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use drm::buffer::DrmFourcc;
 use drm::control::{
     atomic::AtomicModeReq, connector, crtc, framebuffer, property, AtomicCommitFlags,
     Device as ControlDevice,
@@ -14,7 +13,7 @@ use drm::ClientCapability;
 
 use crate::sys::dmabuf::DmaBuf;
 
-use super::{add_fb2, ioctl, Card, Dumb, Fb, Gem, KmsError, Planar, Props};
+use super::{import_xrgb8888, ioctl, Card, Dumb, Fb, Gem, KmsError, Props};
 
 /// A writeback connector and the properties a capture sets.
 #[derive(Debug, Clone)]
@@ -60,24 +59,7 @@ impl WritebackTarget {
         height: u32,
         stride: u32,
     ) -> Result<Self, KmsError> {
-        let handle = card
-            .prime_fd_to_buffer(dmabuf.as_fd())
-            .map_err(ioctl("DRM_IOCTL_PRIME_FD_TO_HANDLE (writeback target)"))?;
-        let gem = Gem {
-            card: card.clone(),
-            handle,
-        };
-        let fb = add_fb2(
-            card,
-            &Planar {
-                size: (width, height),
-                format: DrmFourcc::Xrgb8888,
-                modifier: None,
-                handles: [Some(handle), None, None, None],
-                pitches: [stride, 0, 0, 0],
-                offsets: [0; 4],
-            },
-        )?;
+        let (fb, gem) = import_xrgb8888(card, dmabuf, (width, height), stride, "writeback target")?;
         Ok(Self {
             fb,
             _gem: Some(gem),

@@ -28,7 +28,6 @@ use super::{PresentError, PresenterEvent, WindowOptions};
 use crate::export::ExportedFramebuffer;
 use crate::import::egl::{EglError, EglImporter, ImportExportError, ImportedTexture};
 use crate::present::gl::{DrawParams, Filter, GlRenderer, RenderError};
-use crate::rect::Rect;
 
 /// Why the EGL presenter could not show a frame.
 #[derive(Debug, thiserror::Error)]
@@ -363,12 +362,7 @@ fn draw_export(
         gl,
         texture,
         &DrawParams {
-            src: Rect {
-                x: visible.x,
-                y: visible.y,
-                width: visible.width,
-                height: visible.height,
-            },
+            src: visible,
             y0_top: layout.y0_top(),
             target_width: width,
             target_height: height,

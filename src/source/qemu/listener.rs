@@ -682,12 +682,7 @@ impl Worker {
                     u64,
                     bool,
                 ) = body.deserialize().map_err(bad_body)?;
-                let visible = Rect {
-                    x: 0,
-                    y: 0,
-                    width,
-                    height,
-                };
+                let visible = Rect::full(width, height);
                 self.scanout_dmabuf(
                     vec![fd.into()],
                     &[0],
