@@ -63,7 +63,7 @@ impl Gl {
     /// Draws `texture` 1:1 into a fresh FBO; returns RGBA rows, top first.
     fn render(&self, texture: &ImportedTexture, export: &ExportedFramebuffer) -> Vec<u8> {
         let layout = export.layout();
-        let visible = layout.visible();
+        let visible = layout.visible_in_memory();
         let gl = self.importer.gl();
         let target = OffscreenTarget::new(gl, visible.width, visible.height).expect("FBO");
         self.renderer

@@ -110,9 +110,27 @@ impl ValidatedFramebuffer {
         self.height
     }
 
-    /// The shown part of the backing.
+    /// The shown part of the backing, in picture coordinates (row 0 is the top).
     pub fn visible(&self) -> Rect {
         self.visible
+    }
+
+    /// The shown part with `y` counted in memory rows from the lowest address: the same
+    /// rect as [`visible`](Self::visible) when memory row 0 is the top, mirrored
+    /// vertically when it is the bottom (`y0_top == false`).
+    pub fn visible_in_memory(&self) -> Rect {
+        let Rect {
+            x,
+            y,
+            width,
+            height,
+        } = self.visible;
+        if self.y0_top {
+            self.visible
+        } else {
+            // Validation keeps y + height ≤ the backing height.
+            Rect::new(x, self.height - y - height, width, height)
+        }
     }
 
     /// Planes, with offsets relative to the exported buffer.
@@ -585,6 +603,20 @@ mod tests {
             desc.validate(&memory),
             Err(ExportError::StrideTooSmall { plane: 1, .. })
         ));
+    }
+
+    #[test]
+    fn visible_rect_in_memory_rows_mirrors_for_bottom_up_frames() {
+        let memory = memory();
+        let mut desc = good();
+        desc.visible = Some(Rect::new(10, 20, 100, 50));
+        let top_down = desc.validate(&memory).unwrap();
+        assert_eq!(top_down.visible_in_memory(), Rect::new(10, 20, 100, 50));
+        desc.y0_top = false;
+        let bottom_up = desc.validate(&memory).unwrap();
+        assert_eq!(bottom_up.visible(), Rect::new(10, 20, 100, 50));
+        // 480 rows: picture rows 20..70 are memory rows 410..460.
+        assert_eq!(bottom_up.visible_in_memory(), Rect::new(10, 410, 100, 50));
     }
 
     #[test]

@@ -82,12 +82,8 @@ impl CpuMapping {
 /// The visible rect is in picture coordinates; with `y0_top == false` picture row `y`
 /// is memory row `height - 1 - y`, so the visible rows start lower in memory.
 fn visible_planes<'a>(bytes: &'a [u8], layout: &ValidatedFramebuffer) -> Vec<SourcePlane<'a>> {
-    let visible = layout.visible();
-    let first_memory_row = if layout.y0_top() {
-        visible.y
-    } else {
-        layout.height() - visible.y - visible.height
-    };
+    let visible = layout.visible_in_memory();
+    let first_memory_row = visible.y;
     layout
         .format()
         .planes()

@@ -296,7 +296,8 @@ impl GlFill {
             gl.check_framebuffer_status(glow::FRAMEBUFFER)
         };
         let layout = export.layout();
-        let visible = layout.visible();
+        // DrawParams::src counts memory rows.
+        let visible = layout.visible_in_memory();
         let result = if status != glow::FRAMEBUFFER_COMPLETE {
             Err(GlFillError::Incomplete(format!(
                 "status {status:#06x} for {width}x{height} XRGB8888"

@@ -405,13 +405,9 @@ impl DmabufPresenter {
         let layout = export.layout();
         let visible = layout.visible();
         let (width, height) = (layout.width(), layout.height());
-        // Source crop in surface coordinates (after the flip the picture's top row is
-        // the backing's last memory row).
-        let src_y = if layout.y0_top() {
-            visible.y
-        } else {
-            height - visible.y - visible.height
-        };
+        // Source crop in buffer coordinates: memory rows (the buffer transform flips a
+        // bottom-up picture after the crop).
+        let src_y = layout.visible_in_memory().y;
         let child_viewport = &self.app.core.letterbox().child_viewport;
         if visible == Rect::full(width, height) {
             child_viewport.set_source(-1.0, -1.0, -1.0, -1.0);

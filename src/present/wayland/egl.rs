@@ -355,7 +355,8 @@ fn draw_export(
     filter: Filter,
 ) -> Result<(), RenderError> {
     let layout = export.layout();
-    let visible = layout.visible();
+    // DrawParams::src counts memory rows.
+    let visible = layout.visible_in_memory();
     // SAFETY: binding the default framebuffer (the window surface) is always valid.
     unsafe { glow::HasContext::bind_framebuffer(gl, glow::FRAMEBUFFER, None) };
     renderer.draw(
