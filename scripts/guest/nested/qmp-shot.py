@@ -100,7 +100,8 @@ def main(argv):
         else:
             raise SystemExit(f"unknown argument {argv[i]}")
     q = Qmp(sock)
-    extra = {"head": head} if head else {}
+    # The console of head N of the device with id "gpu" (run-nested.sh names it so).
+    extra = {"device": "gpu", "head": head} if head else {}
     t = time.monotonic()
     q.cmd("screendump", filename=png, format="png", **extra)
     ppm = os.path.splitext(png)[0] + ".ppm"
