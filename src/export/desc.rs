@@ -143,12 +143,13 @@ impl ValidatedFramebuffer {
         self.y0_top
     }
 
-    /// The page-aligned memfd pieces that make up the exported buffer, coalesced.
+    /// The page-aligned memfd pieces that make up the exported buffer, coalesced; empty
+    /// for a peer's dma-buf ([`FramebufferDesc::validate_in_dmabuf`]).
     pub fn pieces(&self) -> &[MemfdPiece] {
         &self.pieces
     }
 
-    /// Length of the exported buffer (page aligned).
+    /// Length of the exported buffer (page aligned; a peer dma-buf's size).
     pub fn len(&self) -> u64 {
         self.len
     }
@@ -189,6 +190,30 @@ impl FramebufferDesc {
     /// start and the last may end mid-page: the export is rounded out to whole pages
     /// and plane offsets shifted, as udmabuf works in pages); visible rect inside.
     pub fn validate(&self, memory: &GuestMemory) -> Result<ValidatedFramebuffer, ExportError> {
+        let (format, modifier, visible) = self.checked_header()?;
+        let (head, backing_len, pieces) = self.resolve_ranges(memory)?;
+        self.checked_layout(format, modifier, visible, head, backing_len, pieces)
+    }
+
+    /// Checks everything against the format and a peer's dma-buf of `size` bytes (a
+    /// VMM's scanout buffer: planes are offsets into it, not guest addresses).
+    ///
+    /// The rules of [`validate`](Self::validate), with the dma-buf as the backing:
+    /// every plane's `offset + stride × rows` inside `size`. `ranges` must be empty:
+    /// a dma-buf has no guest-physical scatter list.
+    pub fn validate_in_dmabuf(&self, size: u64) -> Result<ValidatedFramebuffer, ExportError> {
+        let (format, modifier, visible) = self.checked_header()?;
+        if !self.ranges.is_empty() {
+            return Err(ExportError::RangesOnDmabuf {
+                count: self.ranges.len(),
+            });
+        }
+        self.checked_layout(format, modifier, visible, 0, size, Vec::new())
+    }
+
+    /// Format, modifier, size and visible rect: the checks that do not depend on the
+    /// backing.
+    fn checked_header(&self) -> Result<(PixelFormat, Modifier, Rect), ExportError> {
         let format =
             PixelFormat::from_fourcc(self.fourcc).ok_or(ExportError::UnsupportedFourcc {
                 fourcc: self.fourcc,
@@ -235,9 +260,20 @@ impl FramebufferDesc {
                 rect
             }
         };
+        Ok((format, modifier, visible))
+    }
 
-        let (head, backing_len, pieces) = self.resolve_ranges(memory)?;
-
+    /// The planes checked against a backing of `backing_len` bytes that starts `head`
+    /// bytes into the exported buffer.
+    fn checked_layout(
+        &self,
+        format: PixelFormat,
+        modifier: Modifier,
+        visible: Rect,
+        head: u64,
+        backing_len: u64,
+        pieces: Vec<MemfdPiece>,
+    ) -> Result<ValidatedFramebuffer, ExportError> {
         let format_planes = format.planes();
         if self.planes.len() != format_planes.len() {
             return Err(ExportError::PlaneCount {
@@ -287,7 +323,11 @@ impl FramebufferDesc {
             });
         }
 
-        let len = pieces.iter().map(|piece| piece.len).sum();
+        let len = if pieces.is_empty() {
+            backing_len
+        } else {
+            pieces.iter().map(|piece| piece.len).sum()
+        };
         Ok(ValidatedFramebuffer {
             format,
             modifier,

@@ -1,8 +1,14 @@
 //! Exports: validated framebuffers turned into pinned udmabufs, with ids and
 //! generations so every holder can tell a live export from a revoked one.
+//!
+//! A peer's dma-buf (a VMM's blob scanout: QEMU's virtio-gpu hands its udmabuf over
+//! D-Bus) is an export too, validated the same way but pinned by the peer: every
+//! display path takes one [`ExportedFramebuffer`] whoever made the buffer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use crate::sys::dmabuf::{Access, DmaBuf, Mapping};
 
 use super::desc::{FramebufferDesc, ValidatedFramebuffer};
 use super::memory::GuestMemory;
@@ -33,7 +39,21 @@ struct ExportInner {
     buffer_id: BufferId,
     generation: u64,
     layout: ValidatedFramebuffer,
-    lease: PinLease,
+    backing: Backing,
+}
+
+/// Who holds the pages of an export.
+#[derive(Debug)]
+enum Backing {
+    /// guestfb's pin manager.
+    Pinned(PinLease),
+    /// A peer made the dma-buf and pinned (or did not pin) its pages.
+    Peer {
+        dmabuf: DmaBuf,
+        longterm: bool,
+        /// The CPU mapping, made on the first read.
+        mapping: Mutex<Option<Mapping>>,
+    },
 }
 
 impl Exporter {
@@ -86,13 +106,40 @@ impl Exporter {
                 buffer_id,
                 generation,
                 layout,
-                lease,
+                backing: Backing::Pinned(lease),
             }),
         })
     }
 }
 
 impl ExportedFramebuffer {
+    /// A peer's dma-buf (`dmabuf`, e.g. QEMU's udmabuf of a virtio-gpu blob) as buffer
+    /// `buffer_id`, after `desc` was validated against its size
+    /// ([`FramebufferDesc::validate_in_dmabuf`]). `longterm`: whether its maker pinned
+    /// the pages long-term (a udmabuf on Linux ≥ 6.11 does), which direct scanout needs.
+    ///
+    /// Nothing is imported or mapped here; the generation is 1.
+    pub fn from_peer_dmabuf(
+        buffer_id: BufferId,
+        dmabuf: DmaBuf,
+        desc: &FramebufferDesc,
+        longterm: bool,
+    ) -> Result<Self, ExportError> {
+        let layout = desc.validate_in_dmabuf(dmabuf.size())?;
+        Ok(Self {
+            inner: Arc::new(ExportInner {
+                buffer_id,
+                generation: 1,
+                layout,
+                backing: Backing::Peer {
+                    dmabuf,
+                    longterm,
+                    mapping: Mutex::new(None),
+                },
+            }),
+        })
+    }
+
     /// The guest's buffer id.
     pub fn buffer_id(&self) -> BufferId {
         self.inner.buffer_id
@@ -108,14 +155,34 @@ impl ExportedFramebuffer {
         &self.inner.layout
     }
 
-    /// The pin behind the export.
-    pub fn lease(&self) -> &PinLease {
-        &self.inner.lease
+    /// The pin behind the export; `None` for a peer's dma-buf.
+    pub fn lease(&self) -> Option<&PinLease> {
+        match &self.inner.backing {
+            Backing::Pinned(lease) => Some(lease),
+            Backing::Peer { .. } => None,
+        }
     }
 
-    /// Whether a discard revoked this export.
+    /// Whether the pages are pinned long-term, as scanout needs (for a peer's dma-buf:
+    /// what its maker said of it).
+    pub fn is_longterm(&self) -> bool {
+        match &self.inner.backing {
+            Backing::Pinned(lease) => lease.is_longterm(),
+            Backing::Peer { longterm, .. } => *longterm,
+        }
+    }
+
+    /// Whether the buffer is a peer's dma-buf rather than guestfb's own export.
+    pub fn is_peer(&self) -> bool {
+        matches!(self.inner.backing, Backing::Peer { .. })
+    }
+
+    /// Whether a discard revoked this export (never, for a peer's dma-buf).
     pub fn is_revoked(&self) -> bool {
-        self.inner.lease.is_revoked()
+        match &self.inner.backing {
+            Backing::Pinned(lease) => lease.is_revoked(),
+            Backing::Peer { .. } => false,
+        }
     }
 
     fn revoked(&self) -> ExportError {
@@ -131,10 +198,35 @@ impl ExportedFramebuffer {
         &self,
         f: impl FnOnce(Option<&crate::sys::dmabuf::DmaBuf>) -> R,
     ) -> Result<R, ExportError> {
-        self.inner
-            .lease
-            .with_dmabuf(f)
-            .ok_or_else(|| self.revoked())
+        match &self.inner.backing {
+            Backing::Pinned(lease) => lease.with_dmabuf(f).ok_or_else(|| self.revoked()),
+            Backing::Peer { dmabuf, .. } => Ok(f(Some(dmabuf))),
+        }
+    }
+
+    /// Runs `f` over the exported bytes read through the CPU: a dma-buf's mmap inside a
+    /// `DMA_BUF_IOCTL_SYNC` read bracket, or the memfds mapped directly when there is
+    /// no udmabuf. A revoked export cannot be read.
+    pub(crate) fn with_cpu_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, ExportError> {
+        match &self.inner.backing {
+            Backing::Pinned(lease) => match lease.with_cpu_bytes(f) {
+                None => Err(self.revoked()),
+                Some(result) => Ok(result?),
+            },
+            Backing::Peer {
+                dmabuf, mapping, ..
+            } => {
+                let mut mapping = mapping.lock().unwrap_or_else(|p| p.into_inner());
+                if mapping.is_none() {
+                    *mapping = Some(dmabuf.mmap(Access::Read)?);
+                }
+                let mapping = mapping.as_ref().expect("mapped above");
+                let sync = dmabuf.sync(Access::Read)?;
+                let result = f(mapping.as_slice());
+                sync.end()?;
+                Ok(result)
+            }
+        }
     }
 
     /// Whether the export is a real dma-buf (false: memfds mapped directly).

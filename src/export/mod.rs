@@ -176,6 +176,15 @@ pub enum ExportError {
     /// No scatter ranges.
     #[error("framebuffer has no guest memory ranges")]
     NoRanges,
+    /// A scatter list given for a dma-buf, whose planes are offsets into the buffer.
+    #[error(
+        "a dma-buf framebuffer has no guest ranges, but {count} were given; describe its \
+         planes by offsets into the dma-buf and leave `ranges` empty"
+    )]
+    RangesOnDmabuf {
+        /// Ranges given.
+        count: usize,
+    },
     /// Too many scatter ranges.
     #[error("framebuffer has {count} guest ranges, more than {max}")]
     TooManyRanges {

@@ -10,7 +10,8 @@ use super::ImportError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CpuPath {
-    /// mmap of the udmabuf (VM_PFNMAP on Linux ≥ 6.11), bracketed by DMA_BUF_IOCTL_SYNC.
+    /// mmap of the dma-buf (the export's udmabuf, VM_PFNMAP on Linux ≥ 6.11, or a
+    /// peer's), bracketed by DMA_BUF_IOCTL_SYNC.
     UdmabufMmap,
     /// No /dev/udmabuf: the guest's memfd pieces are mapped directly, back to back.
     MemfdDirect,
@@ -52,10 +53,7 @@ impl CpuMapping {
         f: impl FnOnce(&[u8], &ValidatedFramebuffer) -> R,
     ) -> Result<R, ExportError> {
         let layout = self.export.layout();
-        match self.export.lease().with_cpu_bytes(|bytes| f(bytes, layout)) {
-            None => Err(self.export.revoked_error()),
-            Some(result) => Ok(result?),
-        }
+        self.export.with_cpu_bytes(|bytes| f(bytes, layout))
     }
 
     /// Blits `damage` (picture coordinates of the visible rect, top row first) of the

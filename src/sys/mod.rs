@@ -4,6 +4,7 @@
 //! Every `unsafe` block lives here, in a small wrapper with a `// SAFETY:` line.
 
 pub mod dmabuf;
+pub mod fdkind;
 pub mod hugetlb;
 pub mod memfd;
 pub mod udmabuf;

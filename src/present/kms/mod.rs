@@ -1535,7 +1535,7 @@ impl KmsPresenter {
         }
         let path = self.choose_path(export)?;
         let mut without_longterm_pin = false;
-        if path == ScanoutPath::Direct && !export.lease().is_longterm() {
+        if path == ScanoutPath::Direct && !export.is_longterm() {
             if !self.allow_without_longterm {
                 return Err(KmsError::NotLongterm {
                     buffer_id: export.buffer_id(),

@@ -28,7 +28,9 @@ use super::QemuError;
 use crate::format::{Modifier, PixelFormat};
 use crate::rect::Rect;
 use crate::sys::dmabuf::{Access, Mapping};
-use crate::sys::{self, memfd};
+use crate::sys::fdkind::{self, FdKind};
+use crate::sys::memfd::{Memfd, Seals};
+use crate::sys;
 
 /// The object path QEMU calls the listener on.
 pub const LISTENER_PATH: &str = "/org/qemu/Display1/Listener";
@@ -84,7 +86,12 @@ enum Storage {
     /// Copied out of `Scanout`/`Update` messages into a buffer guestfb owns.
     Owned(Vec<u8>),
     /// QEMU's surface memfd, mapped read-only once at `ScanoutMap`.
-    Mapped(Mapping),
+    Mapped {
+        mapping: Mapping,
+        /// The memfd and the surface's offset in it, kept when it is sealed the way
+        /// udmabuf needs (`F_SEAL_SHRINK`, no write seal): then it can be exported.
+        sealed: Option<(Arc<Memfd>, u64)>,
+    },
 }
 
 /// A CPU-visible picture from QEMU: width × height pixels of `format`, rows `stride`
@@ -128,14 +135,29 @@ impl Frame {
     /// True when the pixels are QEMU's own surface memory (the `Unix.Map` path): QEMU
     /// may change them at any time; read them for a blit, do not keep slices.
     pub fn is_shared_memory(&self) -> bool {
-        matches!(self.storage, Storage::Mapped(_))
+        matches!(self.storage, Storage::Mapped { .. })
+    }
+
+    /// QEMU's surface memfd and the frame's offset in it, when the memfd is sealed
+    /// against shrinking and not write-sealed: host memory guestfb's `Exporter` can
+    /// turn into a udmabuf (zero copy on the display's side). `None` for pixel-data
+    /// frames and for unsealed memfds (QEMU 10's own surfaces are unsealed), which
+    /// only the copy path can show.
+    pub fn sealed_memfd(&self) -> Option<(&Arc<Memfd>, u64)> {
+        match &self.storage {
+            Storage::Mapped {
+                sealed: Some((memfd, offset)),
+                ..
+            } => Some((memfd, *offset)),
+            _ => None,
+        }
     }
 
     /// All `stride × height` bytes.
     pub fn bytes(&self) -> &[u8] {
         match &self.storage {
             Storage::Owned(bytes) => bytes,
-            Storage::Mapped(mapping) => mapping.as_slice(),
+            Storage::Mapped { mapping, .. } => mapping.as_slice(),
         }
     }
 
@@ -216,6 +238,10 @@ pub struct DmaBufScanout {
     pub visible: Rect,
     /// True when row 0 is the top of the picture; false: flip when drawing.
     pub y0_top: bool,
+    /// The D-Bus method that brought it: `ScanoutDMABUF` or `ScanoutDMABUF2` (gl=on),
+    /// or `ScanoutMap` (gl=off, when QEMU's surface is a dma-buf: a virtio-gpu blob's
+    /// udmabuf).
+    pub method: &'static str,
 }
 
 impl DmaBufScanout {
@@ -693,6 +719,7 @@ impl Worker {
                     (width, height),
                     visible,
                     y0_top,
+                    "ScanoutDMABUF",
                 )
             }
             (Some(DMABUF2_IFACE), "ScanoutDMABUF2") if self.options.dmabuf2 => {
@@ -729,6 +756,7 @@ impl Worker {
                     (bw, bh),
                     visible,
                     y0,
+                    "ScanoutDMABUF2",
                 )
             }
             (Some(LISTENER_IFACE) | None, "UpdateDMABUF") => {
@@ -758,10 +786,22 @@ impl Worker {
             }
             (Some(MAP_IFACE), "UpdateMap") if self.options.map => {
                 let (x, y, w, h): (i32, i32, i32, i32) = body.deserialize().map_err(bad_body)?;
-                let Current::Mapped(frame) = &self.current else {
-                    return Err(QemuError::NoScanout {
-                        method: "UpdateMap",
-                    });
+                let frame = match &self.current {
+                    Current::Mapped(frame) => frame,
+                    // A ScanoutMap whose fd was a dma-buf: an update of that buffer.
+                    &Current::Dmabuf { width, height } => {
+                        let rect = checked_rect(x, y, w, h, width, height)?;
+                        let (ack, presented) = FrameToken::new();
+                        return Ok(Outcome::Gated(
+                            QemuEvent::UpdateDmabuf { rect, ack },
+                            presented,
+                        ));
+                    }
+                    _ => {
+                        return Err(QemuError::NoScanout {
+                            method: "UpdateMap",
+                        })
+                    }
                 };
                 let (width, height) = {
                     let f = frame.lock();
@@ -1020,29 +1060,62 @@ impl Worker {
     ) -> Handled {
         let format = checked_format(pixman_format)?;
         let len = checked_surface(width, height, stride, format)?;
-        let size = memfd::file_size(fd.as_fd()).map_err(QemuError::Sys)?;
+        let kind = fdkind::classify(fd.as_fd())?;
         let end = u64::from(offset) + len;
-        if end > size {
+        if end > kind.size() {
             return Err(QemuError::MapOutOfRange {
                 offset: u64::from(offset),
                 len,
-                size,
+                size: kind.size(),
+                kind: kind.name(),
             });
         }
+        let sealed_for_udmabuf = match kind {
+            // A virtio-gpu blob's udmabuf (QEMU passes it as the surface's share
+            // handle): a dma-buf scanout, shown without a copy.
+            FdKind::DmaBuf { .. } => {
+                self.current = Current::Dmabuf { width, height };
+                return Ok(Outcome::Event(QemuEvent::ScanoutDmabuf {
+                    scanout: DmaBufScanout {
+                        planes: vec![DmaBufPlane { fd, offset, stride }],
+                        fourcc: format.fourcc() as u32,
+                        modifier: Modifier::LINEAR,
+                        backing_width: width,
+                        backing_height: height,
+                        visible: Rect::full(width, height),
+                        y0_top: true,
+                        method: "ScanoutMap",
+                    },
+                }));
+            }
+            FdKind::Memfd { seals, .. } => {
+                seals.contains(Seals::SHRINK)
+                    && !seals.intersects(Seals::WRITE | Seals::FUTURE_WRITE)
+            }
+            FdKind::Other { what, .. } => {
+                return Err(QemuError::NotShareable {
+                    method: "ScanoutMap",
+                    what,
+                })
+            }
+        };
         let page = sys::page_size();
         let base = u64::from(offset) / page * page;
         let mapping = Mapping::new(fd.as_fd(), base, (end - base) as usize, Access::Read)
             .and_then(|m| m.narrow((u64::from(offset) - base) as usize, len as usize))
             .map_err(QemuError::Sys)?;
-        // The mapping keeps the memory; the fd is no longer needed.
-        drop(fd);
+        // The mapping keeps the memory; the fd is kept only where it can be exported.
+        let sealed = match sealed_for_udmabuf {
+            true => Some((Arc::new(Memfd::from_fd(fd)?), u64::from(offset))),
+            false => None,
+        };
         let frame = SharedFrame::new(Frame {
             width,
             height,
             stride,
             format,
             pixman: pixman_format,
-            storage: Storage::Mapped(mapping),
+            storage: Storage::Mapped { mapping, sealed },
         });
         self.current = Current::Mapped(frame.clone());
         Ok(Outcome::Event(QemuEvent::ScanoutMap { frame }))
@@ -1060,6 +1133,7 @@ impl Worker {
         (backing_width, backing_height): (u32, u32),
         visible: Rect,
         y0_top: bool,
+        method: &'static str,
     ) -> Handled {
         let n = num_planes as usize;
         if !(1..=4).contains(&n) || fds.len() < n || offsets.len() < n || strides.len() < n {
@@ -1069,6 +1143,17 @@ impl Worker {
                 offsets: offsets.len(),
                 strides: strides.len(),
             });
+        }
+        for fd in fds.iter().take(n) {
+            match fdkind::classify(fd.as_fd())? {
+                FdKind::DmaBuf { .. } => {}
+                other => {
+                    return Err(QemuError::NotShareable {
+                        method,
+                        what: other.name(),
+                    })
+                }
+            }
         }
         check_size(backing_width, backing_height)?;
         check_size(visible.width, visible.height)?;
@@ -1118,6 +1203,7 @@ impl Worker {
                 backing_height,
                 visible,
                 y0_top,
+                method,
             },
         }))
     }

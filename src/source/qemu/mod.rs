@@ -150,7 +150,7 @@ pub enum QemuError {
         height: u32,
     },
     /// A shared-memory scanout past the end of its fd.
-    #[error("ScanoutMap offset {offset} + {len} bytes exceeds the fd's size {size}")]
+    #[error("ScanoutMap offset {offset} + {len} bytes exceeds the {kind}'s size {size}")]
     MapOutOfRange {
         /// Offset sent.
         offset: u64,
@@ -158,6 +158,19 @@ pub enum QemuError {
         len: u64,
         /// The fd's size.
         size: u64,
+        /// What the fd is (`memfd`, `dma-buf`).
+        kind: &'static str,
+    },
+    /// An fd that is neither a memfd nor a dma-buf where QEMU sends shared memory.
+    #[error(
+        "{method} sent a {what}, which is neither a memfd nor a dma-buf: nothing a display \
+         can map or import"
+    )]
+    NotShareable {
+        /// The method.
+        method: &'static str,
+        /// What the fd is (`pipe`, `socket`, `directory`…).
+        what: &'static str,
     },
     /// A rectangle outside the frame.
     #[error("rect {width}x{height}+{x}+{y} is outside the {frame_width}x{frame_height} frame")]
