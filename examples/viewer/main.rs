@@ -36,6 +36,8 @@ fn main() {
     }
 }
 
+#[cfg(feature = "wayland")]
+mod presenter;
 #[cfg(all(feature = "wayland", feature = "qemu"))]
 mod qemu;
 
@@ -44,29 +46,15 @@ mod viewer {
     use std::path::PathBuf;
     use std::time::{Duration, Instant};
 
-    use clap::{Parser, ValueEnum};
-    use guestfb::export::{ExportedFramebuffer, Exporter, PinManager, PinPolicy, PinPurpose};
+    use clap::Parser;
+    use guestfb::export::{Exporter, PinManager, PinPolicy, PinPurpose};
     use guestfb::format::PixelFormat;
-    use guestfb::import::convert::{Dest, DestFormat};
     use guestfb::import::CpuMapping;
-    #[cfg(feature = "wayland-egl")]
-    use guestfb::present::wayland::EglPresenter;
-    use guestfb::present::wayland::{
-        DmabufPresenter, PresenterEvent, PresenterOptions, ShmPresenter, WindowOptions,
-    };
+    use guestfb::present::wayland::{PresenterEvent, WindowOptions};
     use guestfb::rect::Rect;
-    use guestfb::source::demo::{Buffering, DemoConfig, DemoGuest, FIRST_BUFFER_ID};
 
-    /// Which rendering path shows the guest.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-    enum GlMode {
-        /// CPU copy of the damaged rectangles into wl_shm buffers.
-        Off,
-        /// Zero-copy EGL import of the dma-buf.
-        On,
-        /// gl=on where it works, else gl=off.
-        Auto,
-    }
+    use crate::presenter::{open_zero_copy, GlMode, PresentMode, Presenter, ShowError, Stats};
+    use guestfb::source::demo::{Buffering, DemoConfig, DemoGuest, FIRST_BUFFER_ID};
 
     /// Where the picture goes.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,19 +75,6 @@ mod viewer {
             Some(("kms", device)) => Ok(Output::Kms(Some(device.into()))),
             _ => Err(format!("{text:?} is not auto, wayland, kms or kms:DEVICE")),
         }
-    }
-
-    /// Which presenter shows the guest (with `--gl on|auto`).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-    enum PresentMode {
-        /// The dma-buf goes to the compositor as a linux-dmabuf buffer (no GL of ours).
-        Passthrough,
-        /// The dma-buf is imported through EGL and drawn by our GL renderer.
-        Gl,
-        /// CPU copy into wl_shm (gl=off).
-        Shm,
-        /// Passthrough where the compositor offers the format, else gl, else shm.
-        Auto,
     }
 
     /// Where the guest's frames come from.
@@ -202,235 +177,7 @@ mod viewer {
         PixelFormat::from_name(text).ok_or_else(|| format!("unknown format {text:?}"))
     }
 
-    type Error = Box<dyn std::error::Error>;
-
-    /// The presenter showing the guest: one of three paths with one small interface.
-    enum Presenter {
-        /// gl=off: damaged rectangles copied into wl_shm buffers.
-        Shm(Box<ShmPresenter>),
-        /// gl=on: EGL import + our GL renderer into an EGL window.
-        #[cfg(feature = "wayland-egl")]
-        Gl(Box<EglPresenter>),
-        /// gl=on, no GL of ours: the dma-buf handed to the compositor.
-        Passthrough(Box<DmabufPresenter>),
-    }
-
-    /// Why a frame could not be shown.
-    enum ShowError {
-        /// The zero-copy path cannot show this export (import refused, format not
-        /// offered…): the CPU path can.
-        Import(String),
-        /// Anything else (connection lost, a bad frame on the CPU path).
-        Other(Error),
-    }
-
-    impl Presenter {
-        fn name(&self) -> &'static str {
-            match self {
-                Self::Shm(_) => "gl=off (wl_shm copy)",
-                #[cfg(feature = "wayland-egl")]
-                Self::Gl(_) => "gl=on (EGL import, GL renderer)",
-                Self::Passthrough(_) => "gl=on (linux-dmabuf passthrough)",
-            }
-        }
-
-        fn is_zero_copy(&self) -> bool {
-            !matches!(self, Self::Shm(_))
-        }
-
-        /// Whether the guest may draw into buffer `buffer_id` now: the display no longer
-        /// reads it. Shm copies each frame out; the EGL presenter's `present` returns
-        /// after its GL draw finished (glFinish); passthrough waits for the compositor's
-        /// `wl_buffer.release`.
-        fn may_draw_into(&self, buffer_id: u64) -> bool {
-            match self {
-                Self::Passthrough(p) => p.is_released(buffer_id),
-                _ => true,
-            }
-        }
-
-        fn open_shm(width: u32, height: u32, title: &str) -> Result<Self, Error> {
-            let mut options = PresenterOptions::new(width, height);
-            options.title = title.to_owned();
-            Ok(Self::Shm(Box::new(ShmPresenter::connect(options)?)))
-        }
-
-        fn dispatch(&mut self, timeout: Duration) -> Result<Vec<PresenterEvent>, Error> {
-            Ok(match self {
-                Self::Shm(p) => p.dispatch(Some(timeout))?,
-                #[cfg(feature = "wayland-egl")]
-                Self::Gl(p) => p.dispatch(Some(timeout))?,
-                Self::Passthrough(p) => p.dispatch(Some(timeout))?,
-            })
-        }
-
-        fn is_closed(&self) -> bool {
-            match self {
-                Self::Shm(p) => p.is_closed(),
-                #[cfg(feature = "wayland-egl")]
-                Self::Gl(p) => p.is_closed(),
-                Self::Passthrough(p) => p.is_closed(),
-            }
-        }
-
-        fn is_ready(&self) -> bool {
-            match self {
-                Self::Shm(p) => p.is_ready(),
-                #[cfg(feature = "wayland-egl")]
-                Self::Gl(p) => p.is_ready(),
-                Self::Passthrough(p) => p.is_ready(),
-            }
-        }
-
-        /// Whether the window needs drawing without a new guest frame (a resize).
-        fn needs_redraw(&self) -> bool {
-            match self {
-                #[cfg(feature = "wayland-egl")]
-                Self::Gl(p) => p.needs_redraw(),
-                _ => false,
-            }
-        }
-
-        /// Shows the guest's frame with `damage`. Returns false when nothing could be
-        /// presented yet (every shm buffer held).
-        fn show(
-            &mut self,
-            export: &ExportedFramebuffer,
-            mapping: &CpuMapping,
-            damage: &[Rect],
-            stats: &mut Stats,
-        ) -> Result<bool, ShowError> {
-            match self {
-                Self::Shm(presenter) => {
-                    let Some(mut frame) = presenter
-                        .next_buffer()
-                        .map_err(|e| ShowError::Other(e.into()))?
-                    else {
-                        return Ok(false);
-                    };
-                    // A fresh or stale buffer needs more than this frame's damage.
-                    let repair = frame.repair_rects(damage);
-                    let stride = frame.stride() as usize;
-                    let blit_start = Instant::now();
-                    let blit = mapping
-                        .blit(
-                            &mut Dest {
-                                data: frame.pixels(),
-                                stride,
-                                format: DestFormat::Xrgb8888,
-                            },
-                            &repair,
-                        )
-                        .map_err(|e| ShowError::Other(e.into()))?;
-                    stats.blit_time += blit_start.elapsed();
-                    stats.bytes += blit.bytes;
-                    frame
-                        .present(damage)
-                        .map_err(|e| ShowError::Other(e.into()))?;
-                    Ok(true)
-                }
-                #[cfg(feature = "wayland-egl")]
-                Self::Gl(presenter) => match presenter.present(Some(export)) {
-                    Ok(shown) => Ok(shown),
-                    Err(e) if e.is_import_error() => Err(ShowError::Import(e.to_string())),
-                    Err(e) => Err(ShowError::Other(e.into())),
-                },
-                Self::Passthrough(presenter) => {
-                    // The guest's damage is in picture coordinates; the wl_buffer's in
-                    // memory rows (a bottom-up guest is flipped by the buffer transform).
-                    let layout = export.layout();
-                    let height = layout.height();
-                    let rows: Vec<Rect> = damage
-                        .iter()
-                        .filter_map(|r| r.clip(layout.width(), height))
-                        .map(|r| match layout.y0_top() {
-                            true => r,
-                            false => Rect {
-                                y: height - r.y - r.height,
-                                ..r
-                            },
-                        })
-                        .collect();
-                    match presenter.present(export, &rows) {
-                        Ok(shown) => Ok(shown),
-                        Err(guestfb::present::wayland::PassthroughError::Wayland(e)) => {
-                            Err(ShowError::Other(e.into()))
-                        }
-                        Err(e) => Err(ShowError::Import(e.to_string())),
-                    }
-                }
-            }
-        }
-    }
-
-    /// Which zero-copy presenter `mode` can use for `export`, decided before any window
-    /// opens (trial windows flicker, and closing them crashed weston 14's kiosk shell):
-    /// passthrough if the compositor lists the format and modifier for linux-dmabuf, gl
-    /// if EGL can import it. `Err` says why neither.
-    fn choose_zero_copy(
-        mode: PresentMode,
-        export: &ExportedFramebuffer,
-    ) -> Result<PresentMode, String> {
-        let layout = export.layout();
-        let passthrough = || -> Result<PresentMode, String> {
-            let conn = wayland_client::Connection::connect_to_env()
-                .map_err(|e| format!("passthrough: {e}"))?;
-            let offered = guestfb::present::wayland::compositor_dmabuf_formats(&conn)
-                .map_err(|e| format!("passthrough: {e}"))?;
-            let fourcc = layout.format().fourcc() as u32;
-            let modifier = layout.modifier().raw();
-            if offered.iter().any(|&(f, m)| f == fourcc && m == modifier) {
-                Ok(PresentMode::Passthrough)
-            } else {
-                Err(format!(
-                    "passthrough: the compositor does not offer {} as a dma-buf",
-                    layout.format()
-                ))
-            }
-        };
-        #[cfg(feature = "wayland-egl")]
-        let gl = || -> Result<PresentMode, String> {
-            // Mesa decides importability the same way for the headless display and the
-            // window's: ask the headless one, before there is a window.
-            let importer =
-                guestfb::import::egl::EglImporter::headless().map_err(|e| format!("gl: {e}"))?;
-            guestfb::import::dmabuf::with_export_image(export, |image, _| importer.check(image))
-                .map_err(|e| format!("gl: {e}"))?
-                .map_err(|e| format!("gl: {e}"))?;
-            Ok(PresentMode::Gl)
-        };
-        #[cfg(not(feature = "wayland-egl"))]
-        let gl = || -> Result<PresentMode, String> {
-            Err("gl: built without the wayland-egl feature".to_owned())
-        };
-        match mode {
-            PresentMode::Passthrough => passthrough(),
-            PresentMode::Gl => gl(),
-            PresentMode::Shm => Err("shm asked for".to_owned()),
-            PresentMode::Auto => passthrough().or_else(|why_not| {
-                println!("viewer: {why_not}; trying gl");
-                gl()
-            }),
-        }
-    }
-
-    /// Opens the zero-copy presenter chosen by [`choose_zero_copy`].
-    fn open_zero_copy(
-        mode: PresentMode,
-        export: &ExportedFramebuffer,
-        window: &WindowOptions,
-    ) -> Result<Presenter, String> {
-        match choose_zero_copy(mode, export)? {
-            PresentMode::Passthrough => DmabufPresenter::connect(window.clone())
-                .map(|presenter| Presenter::Passthrough(Box::new(presenter)))
-                .map_err(|e| format!("passthrough: {e}")),
-            #[cfg(feature = "wayland-egl")]
-            PresentMode::Gl => EglPresenter::connect(window.clone())
-                .map(|presenter| Presenter::Gl(Box::new(presenter)))
-                .map_err(|e| format!("gl: {e}")),
-            other => Err(format!("{other:?} is not a zero-copy presenter")),
-        }
-    }
+    use crate::presenter::Error;
 
     /// Whether the guest may draw its next frame now. A single buffer is redrawn in
     /// place right after the frame callback (no release ever comes for a buffer that
@@ -567,7 +314,7 @@ mod viewer {
                     if args.frames != 0 && stats.frames == args.frames {
                         println!("viewer: presented {} frames", stats.frames);
                         if let Some(path) = &args.screenshot {
-                            save_screenshot(mapping, width, height, path)?;
+                            crate::presenter::save_screenshot(mapping, width, height, path)?;
                             println!("viewer: screenshot written to {}", path.display());
                         }
                     }
@@ -609,7 +356,12 @@ mod viewer {
             }
         }
         if let (0, Some(path)) = (args.frames, &args.screenshot) {
-            save_screenshot(&mappings[guest.front_index()], width, height, path)?;
+            crate::presenter::save_screenshot(
+                &mappings[guest.front_index()],
+                width,
+                height,
+                path,
+            )?;
             println!("viewer: screenshot written to {}", path.display());
         }
         stats.print(started.elapsed());
@@ -709,64 +461,5 @@ mod viewer {
         _: PinManager,
     ) -> Result<(), Error> {
         Err("this viewer was built without the `kms` feature".into())
-    }
-
-    #[derive(Debug, Default)]
-    struct Stats {
-        frames: u64,
-        bytes: u64,
-        blit_time: Duration,
-    }
-
-    impl Stats {
-        fn print(&self, wall: Duration) {
-            if self.frames == 0 {
-                return;
-            }
-            println!(
-                "viewer: {} frames in {:.2} s ({:.1} fps), {:.0} bytes copied per frame, \
-                 {:.3} ms blit per frame",
-                self.frames,
-                wall.as_secs_f64(),
-                self.frames as f64 / wall.as_secs_f64(),
-                self.bytes as f64 / self.frames as f64,
-                self.blit_time.as_secs_f64() * 1e3 / self.frames as f64,
-            );
-        }
-    }
-
-    /// Writes the guest's current picture, as the viewer shows it, to a PNG file.
-    fn save_screenshot(
-        mapping: &CpuMapping,
-        width: u32,
-        height: u32,
-        path: &std::path::Path,
-    ) -> Result<(), Error> {
-        let stride = width as usize * 4;
-        let mut pixels = vec![0u8; stride * height as usize];
-        mapping.blit(
-            &mut Dest {
-                data: &mut pixels,
-                stride,
-                format: DestFormat::Xrgb8888,
-            },
-            &[Rect::full(width, height)],
-        )?;
-        let rgb: Vec<u8> = pixels
-            .chunks_exact(4)
-            .flat_map(|bgrx| [bgrx[2], bgrx[1], bgrx[0]])
-            .collect();
-        if let Some(parent) = path
-            .parent()
-            .filter(|parent| !parent.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(parent)?;
-        }
-        let file = std::io::BufWriter::new(std::fs::File::create(path)?);
-        let mut encoder = png::Encoder::new(file, width, height);
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        encoder.write_header()?.write_image_data(&rgb)?;
-        Ok(())
     }
 }
