@@ -356,12 +356,7 @@ mod viewer {
             }
         }
         if let (0, Some(path)) = (args.frames, &args.screenshot) {
-            crate::presenter::save_screenshot(
-                &mappings[guest.front_index()],
-                width,
-                height,
-                path,
-            )?;
+            crate::presenter::save_screenshot(&mappings[guest.front_index()], width, height, path)?;
             println!("viewer: screenshot written to {}", path.display());
         }
         stats.print(started.elapsed());
@@ -371,10 +366,11 @@ mod viewer {
     /// `--source qemu`: QEMU's console(s) on the gl=off path.
     #[cfg(feature = "qemu")]
     fn run_qemu(args: &Args, address: &str) -> Result<(), Error> {
-        if args.gl == GlMode::On {
-            println!("viewer: QEMU is shown with gl=off (wl_shm copy)");
-        }
         crate::qemu::run(crate::qemu::QemuArgs {
+            gl: args.gl,
+            present: args.present,
+            frames: args.frames,
+            screenshot: args.screenshot.clone(),
             address: address.to_owned(),
             console: args.console,
             map: !args.qemu_no_map,

@@ -71,6 +71,30 @@ impl Presenter {
         }
     }
 
+    /// The Wayland connection's fd, to poll.
+    pub fn connection_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Self::Shm(p) => p.connection_fd(),
+            #[cfg(feature = "wayland-egl")]
+            Self::Gl(p) => p.connection_fd(),
+            Self::Passthrough(p) => p.connection_fd(),
+        }
+    }
+
+    /// Drops a cached import of `buffer_id` (its buffer is gone).
+    pub fn forget(&mut self, buffer_id: u64) {
+        match self {
+            Self::Shm(_) => {}
+            #[cfg(feature = "wayland-egl")]
+            Self::Gl(p) => {
+                p.forget(buffer_id);
+            }
+            Self::Passthrough(p) => {
+                p.forget(buffer_id);
+            }
+        }
+    }
+
     pub fn is_zero_copy(&self) -> bool {
         !matches!(self, Self::Shm(_))
     }
@@ -329,8 +353,8 @@ pub fn write_png(path: &std::path::Path, width: u32, height: u32, rgb: &[u8]) ->
         std::fs::create_dir_all(parent)
             .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     }
-    let file = std::fs::File::create(path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let file =
+        std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width, height);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);

@@ -10,18 +10,31 @@
 //! Input (keys, pointer in frame pixels, buttons, wheel) goes back to the console; the
 //! guest's cursor is shown as the window's pointer image.
 
-use std::time::Duration;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use guestfb::export::{
+    ExportedFramebuffer, Exporter, FramebufferDesc, GuestMemory, PinManager, PinPolicy, PinPurpose,
+    PlaneDesc,
+};
 use guestfb::format::PixelFormat;
 use guestfb::import::convert::{self, Dest, DestFormat, Source, SourcePlane};
-use guestfb::present::wayland::{PresenterEvent, PresenterOptions, ShmPresenter};
+use guestfb::import::CpuMapping;
+use guestfb::present::wayland::{PresenterEvent, WindowOptions};
 use guestfb::rect::Rect;
 use guestfb::source::qemu::{
-    ListenerOptions, MouseButton, QemuAddress, QemuConsole, QemuDisplay, QemuEvent, QemuListener,
-    SharedFrame, UiInfo,
+    DmaBufScanout, ListenerOptions, MouseButton, QemuAddress, QemuConsole, QemuDisplay, QemuEvent,
+    QemuListener, SharedFrame, UiInfo,
 };
+use guestfb::sys::dmabuf::DmaBuf;
+use guestfb::sys::fdkind::{self, FdKind};
 
-type Error = Box<dyn std::error::Error>;
+use crate::presenter::{
+    open_zero_copy, save_screenshot, write_png, Error, GlMode, PresentMode, Presenter, ShowError,
+    Stats,
+};
 
 /// Which consoles get a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +67,14 @@ pub struct QemuArgs {
     pub map: bool,
     /// Evdev key codes typed into the first window's console once it shows a frame.
     pub send_keys: Vec<u32>,
+    /// gl=off copies every frame; on/auto show QEMU's dma-bufs without a copy.
+    pub gl: GlMode,
+    /// The zero-copy presenter to use.
+    pub present: PresentMode,
+    /// Stop once every head presented this many frames (0: run until closed).
+    pub frames: u64,
+    /// Write each head's last picture here (head N > 0: `NAME-N.png`).
+    pub screenshot: Option<PathBuf>,
 }
 
 /// Key names for `--send-keys` and their evdev codes.
@@ -150,109 +171,445 @@ pub fn parse_keys(text: &str) -> Result<KeyList, String> {
         .map(KeyList)
 }
 
+/// How a head's current picture reaches the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FramePath {
+    /// QEMU's dma-buf (a virtio-gpu blob's udmabuf via `ScanoutMap`, or a gl=on
+    /// `ScanoutDMABUF`) shown as it is.
+    DmabufImport,
+    /// QEMU's sealed surface memfd exported as a udmabuf by guestfb's `Exporter`.
+    MemfdExport,
+    /// Pixels copied: pixel data over the socket, or an unsealed memfd mapped.
+    Copy,
+}
+
+impl FramePath {
+    fn name(self) -> &'static str {
+        match self {
+            Self::DmabufImport => "dma-buf import",
+            Self::MemfdExport => "memfd export",
+            Self::Copy => "copy",
+        }
+    }
+}
+
+/// What a head shows.
+enum Shown {
+    /// The display is off: black.
+    Off,
+    /// A CPU frame (pixel data, or QEMU's memfd mapped read-only).
+    Copy(SharedFrame),
+    /// A dma-buf: QEMU's own, or a udmabuf of QEMU's sealed memfd.
+    Export {
+        export: ExportedFramebuffer,
+        mapping: CpuMapping,
+        path: FramePath,
+    },
+}
+
+/// What makes one dma-buf import the same as another: the buffer and its layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ImportKey {
+    inode: u64,
+    offset: u32,
+    stride: u32,
+    width: u32,
+    height: u32,
+    fourcc: u32,
+}
+
+/// Per-head counters, printed at exit.
+#[derive(Debug, Default)]
+struct HeadStats {
+    frames: Stats,
+    by_path: [u64; 3],
+    imports: u64,
+    import_hits: u64,
+}
+
+/// Up to this many dma-buf imports are kept per head (a guest flipping between two
+/// or three buffers imports each once).
+const IMPORT_CACHE: usize = 4;
+
 /// One console in one window.
 struct Head {
     id: u32,
     console: QemuConsole,
     listener: QemuListener,
-    presenter: ShmPresenter,
-    /// The current scanout; `None` while the display is off (shown black).
-    frame: Option<SharedFrame>,
+    presenter: Presenter,
+    title: String,
+    gl: GlMode,
+    present: PresentMode,
+    pins: PinManager,
+    shown: Shown,
+    /// Imports of QEMU's dma-bufs by buffer, most recent last.
+    imports: Vec<(ImportKey, ExportedFramebuffer)>,
+    next_buffer_id: u64,
+    /// Why zero copy is off for this head (logged once), when it is.
+    zero_copy_off: Option<String>,
     /// Damage not yet presented, in frame pixels.
     damage: Vec<Rect>,
     /// Acks of the coalesced updates, not yet presented.
     waiting: Vec<guestfb::source::qemu::FrameToken>,
     /// Acks of the presented frame: completed at its frame callback.
     presented: Vec<guestfb::source::qemu::FrameToken>,
-    frames: u64,
+    stats: HeadStats,
     ui_info_refused: bool,
 }
 
 impl Head {
-    fn open(display: &QemuDisplay, id: u32, vm: &str, map: bool) -> Result<Self, Error> {
+    fn open(display: &QemuDisplay, id: u32, vm: &str, args: &QemuArgs) -> Result<Self, Error> {
         let console = display.console(id)?;
         let info = console.info()?;
         let listener = console.attach(ListenerOptions {
-            map,
-            dmabuf2: false,
+            map: args.map,
+            dmabuf2: true,
         })?;
-        let mut options =
-            PresenterOptions::new(info.width.clamp(1, 16384), info.height.clamp(1, 16384));
-        options.title = format!("guestfb: {vm} console {id} ({})", info.label);
-        let presenter = ShmPresenter::connect(options)?;
+        let title = format!("guestfb: {vm} console {id} ({})", info.label);
+        let presenter = Presenter::open_shm(
+            info.width.clamp(1, 16384),
+            info.height.clamp(1, 16384),
+            &title,
+        )?;
         println!(
             "viewer: QEMU console {id} ({}, {}x{}) attached, {} transport",
             info.label,
             info.width,
             info.height,
-            if map { "shared-memory" } else { "pixel-data" }
+            if args.map {
+                "shared-memory"
+            } else {
+                "pixel-data"
+            }
         );
         Ok(Self {
             id,
             console,
             listener,
             presenter,
-            frame: None,
+            title,
+            gl: args.gl,
+            present: args.present,
+            pins: PinManager::new(PinPolicy::default()),
+            shown: Shown::Off,
+            imports: Vec::new(),
+            next_buffer_id: 1,
+            zero_copy_off: match (args.gl, args.present) {
+                (GlMode::Off, _) => Some("--gl off".to_owned()),
+                (_, PresentMode::Shm) => Some("--present shm".to_owned()),
+                _ => None,
+            },
             damage: vec![Rect::full(info.width.max(1), info.height.max(1))],
             waiting: Vec::new(),
             presented: Vec::new(),
-            frames: 0,
+            stats: HeadStats::default(),
             ui_info_refused: false,
         })
     }
 
-    /// A new scanout: resize the window's frame and repaint all of it.
-    fn scanout(&mut self, frame: Option<SharedFrame>) -> Result<(), Error> {
-        let (width, height) = match &frame {
-            Some(frame) => {
+    fn window(&self, width: u32, height: u32) -> WindowOptions {
+        let mut window = WindowOptions::new(width, height);
+        window.title = self.title.clone();
+        window
+    }
+
+    /// The picture's size (visible rect), when there is one.
+    fn picture_size(&self) -> Option<(u32, u32)> {
+        match &self.shown {
+            Shown::Off => None,
+            Shown::Copy(frame) => {
                 let frame = frame.lock();
-                (frame.width(), frame.height())
+                Some((frame.width(), frame.height()))
             }
-            None => (self.presenter.frame_width(), self.presenter.frame_height()),
-        };
-        self.presenter
-            .set_frame(width.max(1), height.max(1), PixelFormat::Xrgb8888)?;
-        self.frame = frame;
+            Shown::Export { export, .. } => {
+                let visible = export.layout().visible();
+                Some((visible.width, visible.height))
+            }
+        }
+    }
+
+    /// Shows `shown` from now on: the presenter is switched where needed (a zero-copy
+    /// one for an export, unless zero copy is off; wl_shm for a CPU frame) and the
+    /// whole picture is repainted.
+    fn show(&mut self, shown: Shown) -> Result<(), Error> {
+        self.shown = shown;
+        let (width, height) = self
+            .picture_size()
+            .unwrap_or((self.presenter_frame_size().0, self.presenter_frame_size().1));
+        let want_zero_copy =
+            matches!(self.shown, Shown::Export { .. }) && self.zero_copy_off.is_none();
+        if want_zero_copy && !self.presenter.is_zero_copy() {
+            let Shown::Export { export, .. } = &self.shown else {
+                unreachable!("checked above")
+            };
+            match open_zero_copy(self.present, export, &self.window(width, height)) {
+                Ok(presenter) => {
+                    self.presenter = presenter;
+                    println!(
+                        "viewer: console {}: presenting with {}",
+                        self.id,
+                        self.presenter.name()
+                    );
+                }
+                Err(why) => self.zero_copy_impossible(why)?,
+            }
+        } else if !want_zero_copy && self.presenter.is_zero_copy() {
+            if matches!(self.shown, Shown::Copy(_)) {
+                println!(
+                    "viewer: console {}: QEMU's surface is CPU memory (pixel data or an \
+                     unsealed memfd): shown through the copy path until QEMU sends a dma-buf",
+                    self.id
+                );
+            }
+            self.presenter = Presenter::open_shm(width, height, &self.title)?;
+            println!(
+                "viewer: console {}: presenting with {}",
+                self.id,
+                self.presenter.name()
+            );
+        }
+        if let Presenter::Shm(shm) = &mut self.presenter {
+            shm.set_frame(width.max(1), height.max(1), PixelFormat::Xrgb8888)?;
+        }
         self.damage = vec![Rect::full(width.max(1), height.max(1))];
         Ok(())
+    }
+
+    fn presenter_frame_size(&self) -> (u32, u32) {
+        match &self.presenter {
+            Presenter::Shm(shm) => (shm.frame_width(), shm.frame_height()),
+            _ => (1, 1),
+        }
+    }
+
+    /// Zero copy cannot show this head's frames: `--gl on` stops, auto says why once
+    /// and copies from now on.
+    fn zero_copy_impossible(&mut self, why: String) -> Result<(), Error> {
+        if self.gl == GlMode::On {
+            return Err(
+                format!("console {}: --gl on: zero copy impossible: {why}", self.id).into(),
+            );
+        }
+        println!(
+            "viewer: console {}: gl=on not possible ({why}); showing QEMU through gl=off",
+            self.id
+        );
+        self.zero_copy_off = Some(why);
+        if self.presenter.is_zero_copy() {
+            let (width, height) = self.picture_size().unwrap_or((1, 1));
+            self.presenter = Presenter::open_shm(width, height, &self.title)?;
+        }
+        Ok(())
+    }
+
+    /// The export of a QEMU dma-buf scanout: cached per buffer and layout, so a guest
+    /// flipping between two blobs imports each once.
+    fn dmabuf_export(&mut self, scanout: DmaBufScanout) -> Result<ExportedFramebuffer, Error> {
+        let mut planes = scanout.planes.into_iter();
+        let first = planes.next().ok_or("a dma-buf scanout without planes")?;
+        let inode = rustix::fs::fstat(&first.fd)?.st_ino;
+        let mut plane_descs = vec![PlaneDesc {
+            offset: u64::from(first.offset),
+            stride: first.stride,
+        }];
+        for plane in planes {
+            if rustix::fs::fstat(&plane.fd)?.st_ino != inode {
+                return Err("the planes are in different dma-bufs; only one buffer per \
+                            scanout is shown"
+                    .into());
+            }
+            plane_descs.push(PlaneDesc {
+                offset: u64::from(plane.offset),
+                stride: plane.stride,
+            });
+        }
+        let key = ImportKey {
+            inode,
+            offset: first.offset,
+            stride: first.stride,
+            width: scanout.backing_width,
+            height: scanout.backing_height,
+            fourcc: scanout.fourcc,
+        };
+        if let Some(index) = self.imports.iter().position(|(k, _)| *k == key) {
+            let entry = self.imports.remove(index);
+            let export = entry.1.clone();
+            self.imports.push(entry);
+            self.stats.import_hits += 1;
+            return Ok(export);
+        }
+        let exporter = match fdkind::classify(first.fd.as_fd())? {
+            FdKind::DmaBuf { exporter, .. } => exporter,
+            other => {
+                return Err(format!("QEMU's scanout is a {}, not a dma-buf", other.name()).into())
+            }
+        };
+        let desc = FramebufferDesc {
+            fourcc: scanout.fourcc,
+            modifier: scanout.modifier.raw(),
+            width: scanout.backing_width,
+            height: scanout.backing_height,
+            visible: Some(scanout.visible),
+            planes: plane_descs,
+            y0_top: scanout.y0_top,
+            ranges: Vec::new(),
+        };
+        // A udmabuf pins its pages long-term on kernels whose probe says so.
+        let longterm = exporter == "udmabuf" && self.pins.semantics().longterm_pin.is_longterm();
+        let buffer_id = self.next_buffer_id;
+        self.next_buffer_id += 1;
+        let export = ExportedFramebuffer::from_peer_dmabuf(
+            buffer_id,
+            DmaBuf::from_fd(first.fd)?,
+            &desc,
+            longterm,
+        )?;
+        println!(
+            "viewer: console {}: QEMU dma-buf ({}, {exporter}, {}x{} {}) imported as buffer {buffer_id}",
+            self.id,
+            scanout.method,
+            scanout.backing_width,
+            scanout.backing_height,
+            export.layout().format(),
+        );
+        self.stats.imports += 1;
+        self.imports.push((key, export.clone()));
+        if self.imports.len() > IMPORT_CACHE {
+            let (_, old) = self.imports.remove(0);
+            self.presenter.forget(old.buffer_id());
+        }
+        Ok(export)
+    }
+
+    /// A sealed memfd surface as a udmabuf export (zero copy on the viewer's side);
+    /// `Err` says why not, and the frame is then copied.
+    fn memfd_export(&mut self, frame: &SharedFrame) -> Result<ExportedFramebuffer, String> {
+        let frame = frame.lock();
+        let Some((memfd, offset)) = frame.sealed_memfd() else {
+            return Err(
+                "QEMU's surface memfd is not sealed with F_SEAL_SHRINK (QEMU 10 \
+                        does not seal its surfaces), which udmabuf requires"
+                    .to_owned(),
+            );
+        };
+        if !self.pins.has_udmabuf() {
+            return Err("no /dev/udmabuf on this host".to_owned());
+        }
+        let size = memfd.size().map_err(|e| e.to_string())?;
+        let page = memfd.page_size();
+        let mut memory = GuestMemory::new();
+        memory
+            .add_region(0, size / page * page, memfd.clone(), 0)
+            .map_err(|e| e.to_string())?;
+        let desc = FramebufferDesc::packed(
+            frame.format(),
+            frame.width(),
+            frame.height(),
+            frame.stride(),
+            offset,
+        );
+        let buffer_id = self.next_buffer_id;
+        self.next_buffer_id += 1;
+        // Rare (QEMU 10 never seals its surfaces): a pin manager for this memfd alone.
+        Exporter::new(Arc::new(memory), PinManager::new(self.pins.policy()))
+            .export(buffer_id, &desc, PinPurpose::Scanout)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Forgets every dma-buf import (the display went off or changed size).
+    fn drop_imports(&mut self) {
+        for (_, export) in self.imports.drain(..) {
+            self.presenter.forget(export.buffer_id());
+        }
     }
 
     /// Handles one QEMU event. `Err` ends the viewer (QEMU went away).
     fn on_qemu(&mut self, event: QemuEvent) -> Result<(), Error> {
         match event {
             QemuEvent::Scanout { frame } | QemuEvent::ScanoutMap { frame } => {
-                self.scanout(Some(frame))?
+                self.drop_imports();
+                let shown = match self.memfd_export(&frame) {
+                    Ok(export) => Shown::Export {
+                        mapping: CpuMapping::new(export.clone()),
+                        export,
+                        path: FramePath::MemfdExport,
+                    },
+                    Err(why) => {
+                        if frame.lock().is_shared_memory() && self.zero_copy_off.is_none() {
+                            println!("viewer: console {}: memfd not exported: {why}", self.id);
+                        }
+                        Shown::Copy(frame)
+                    }
+                };
+                self.show(shown)?
             }
             QemuEvent::Update { frame, rect, ack } | QemuEvent::UpdateMap { frame, rect, ack } => {
-                if !self.frame.as_ref().is_some_and(|f| f.same_as(&frame)) {
+                let same = matches!(&self.shown, Shown::Copy(shown) if shown.same_as(&frame));
+                if !same
+                    && !matches!(
+                        self.shown,
+                        Shown::Export {
+                            path: FramePath::MemfdExport,
+                            ..
+                        }
+                    )
+                {
                     // An update of a surface we have not seen as a scanout: adopt it.
-                    self.scanout(Some(frame))?;
+                    self.show(Shown::Copy(frame))?;
                 }
                 self.damage.push(rect);
                 self.waiting.push(ack);
             }
-            QemuEvent::ScanoutDmabuf { .. } => {
-                eprintln!(
-                    "viewer: console {}: QEMU sent a dma-buf scanout (gl=on); this viewer \
-                     shows QEMU only on the gl=off path: start QEMU with gl=off",
-                    self.id
-                );
-            }
-            // Dropping the ack completes it: nothing to draw.
-            QemuEvent::UpdateDmabuf { .. } => {}
-            QemuEvent::Disable => self.scanout(None)?,
-            QemuEvent::CursorDefine { cursor } => {
-                if let Err(error) = self.presenter.set_cursor_image(
-                    cursor.width,
-                    cursor.height,
-                    cursor.hot_x,
-                    cursor.hot_y,
-                    &cursor.argb,
-                ) {
-                    eprintln!("viewer: console {}: cursor not shown: {error}", self.id);
+            QemuEvent::ScanoutDmabuf { scanout } => {
+                let size = (scanout.visible.width, scanout.visible.height);
+                if self.picture_size() != Some(size) {
+                    // A mode change: the old buffers are gone for good.
+                    self.drop_imports();
+                }
+                match self.dmabuf_export(scanout) {
+                    Ok(export) => {
+                        let same = matches!(&self.shown, Shown::Export { export: shown, .. }
+                            if shown.buffer_id() == export.buffer_id());
+                        if !same {
+                            self.show(Shown::Export {
+                                mapping: CpuMapping::new(export.clone()),
+                                export,
+                                path: FramePath::DmabufImport,
+                            })?;
+                        }
+                    }
+                    Err(error) => eprintln!(
+                        "viewer: console {}: QEMU's dma-buf scanout refused: {error}",
+                        self.id
+                    ),
                 }
             }
-            QemuEvent::MouseSet { visible, .. } => self.presenter.set_cursor_visible(visible)?,
+            QemuEvent::UpdateDmabuf { rect, ack } => {
+                self.damage.push(rect);
+                self.waiting.push(ack);
+            }
+            QemuEvent::Disable => {
+                self.drop_imports();
+                self.show(Shown::Off)?
+            }
+            QemuEvent::CursorDefine { cursor } => {
+                if let Presenter::Shm(shm) = &mut self.presenter {
+                    if let Err(error) = shm.set_cursor_image(
+                        cursor.width,
+                        cursor.height,
+                        cursor.hot_x,
+                        cursor.hot_y,
+                        &cursor.argb,
+                    ) {
+                        eprintln!("viewer: console {}: cursor not shown: {error}", self.id);
+                    }
+                }
+            }
+            QemuEvent::MouseSet { visible, .. } => {
+                if let Presenter::Shm(shm) = &mut self.presenter {
+                    shm.set_cursor_visible(visible)?
+                }
+            }
             QemuEvent::Rejected { method, error } => {
                 eprintln!(
                     "viewer: console {}: QEMU's {method} refused: {error}",
@@ -290,9 +647,11 @@ impl Head {
                 Ok(())
             }
             PresenterEvent::Configure { .. } => {
-                if let (Some((width, height)), false) =
-                    (self.presenter.preferred_frame_size(), self.ui_info_refused)
-                {
+                let preferred = match &self.presenter {
+                    Presenter::Shm(shm) => shm.preferred_frame_size(),
+                    _ => None,
+                };
+                if let (Some((width, height)), false) = (preferred, self.ui_info_refused) {
                     let info = UiInfo {
                         // At 96 dpi.
                         width_mm: (u64::from(width) * 254 / 960).min(u16::MAX.into()) as u16,
@@ -325,8 +684,61 @@ impl Head {
         if self.damage.is_empty() || !self.presenter.is_ready() {
             return Ok(false);
         }
-        let frame_lock = self.frame.as_ref().map(|f| f.lock());
-        let Some(mut target) = self.presenter.next_buffer()? else {
+        let path = match &self.shown {
+            Shown::Export {
+                export,
+                mapping,
+                path,
+            } => {
+                let before = self.stats.frames.bytes;
+                match self
+                    .presenter
+                    .show(export, mapping, &self.damage, &mut self.stats.frames)
+                {
+                    Ok(false) => return Ok(false),
+                    Ok(true) => {}
+                    Err(ShowError::Import(why)) => {
+                        let why = format!("{}: {why}", self.presenter.name());
+                        self.zero_copy_impossible(why)?;
+                        let (width, height) = self.picture_size().unwrap_or((1, 1));
+                        self.damage = vec![Rect::full(width, height)];
+                        return Ok(false);
+                    }
+                    Err(ShowError::Other(error)) => return Err(error),
+                }
+                if self.stats.frames.bytes > before {
+                    FramePath::Copy
+                } else {
+                    *path
+                }
+            }
+            Shown::Copy(_) | Shown::Off => {
+                if !self.blit_cpu_frame()? {
+                    return Ok(false);
+                }
+                FramePath::Copy
+            }
+        };
+        self.damage.clear();
+        // Acked at this frame's callback: QEMU waits until the picture is on screen.
+        self.presented.append(&mut self.waiting);
+        self.stats.frames.frames += 1;
+        self.stats.by_path[path as usize] += 1;
+        Ok(true)
+    }
+
+    /// Copies the damage of a CPU frame (or black while the display is off) into the
+    /// wl_shm window. False when no buffer was free.
+    fn blit_cpu_frame(&mut self) -> Result<bool, Error> {
+        let Presenter::Shm(presenter) = &mut self.presenter else {
+            return Err("a CPU frame needs the wl_shm presenter".into());
+        };
+        let frame = match &self.shown {
+            Shown::Copy(frame) => Some(frame.clone()),
+            _ => None,
+        };
+        let frame_lock = frame.as_ref().map(|f| f.lock());
+        let Some(mut target) = presenter.next_buffer()? else {
             return Ok(false);
         };
         let (width, height) = (target.width(), target.height());
@@ -336,6 +748,7 @@ impl Head {
             .filter_map(|r| r.clip(width, height))
             .collect();
         let stride = target.stride() as usize;
+        let started = Instant::now();
         match frame_lock.as_deref() {
             Some(frame) if frame.width() == width && frame.height() == height => {
                 let planes = [SourcePlane {
@@ -355,8 +768,11 @@ impl Head {
                     format: DestFormat::Xrgb8888,
                 };
                 // A frame the converter refuses is logged; the window keeps its picture.
-                if let Err(error) = convert::blit(&source, &mut dest, &repair) {
-                    eprintln!("viewer: console {}: frame not shown: {error}", self.id);
+                match convert::blit(&source, &mut dest, &repair) {
+                    Ok(blit) => self.stats.frames.bytes += blit.bytes,
+                    Err(error) => {
+                        eprintln!("viewer: console {}: frame not shown: {error}", self.id)
+                    }
                 }
             }
             // Display off (or a frame of another size than the window's, which a new
@@ -371,17 +787,73 @@ impl Head {
                 }
             }
         }
+        self.stats.frames.blit_time += started.elapsed();
         target.present(&self.damage)?;
-        drop(frame_lock);
-        self.damage.clear();
-        // Acked at this frame's callback: QEMU waits until the picture is on screen.
-        self.presented.append(&mut self.waiting);
-        self.frames += 1;
         Ok(true)
+    }
+
+    /// Writes what the head shows to `path` (PNG).
+    fn screenshot(&self, path: &Path) -> Result<(), Error> {
+        match &self.shown {
+            Shown::Export {
+                export, mapping, ..
+            } => {
+                let visible = export.layout().visible();
+                save_screenshot(mapping, visible.width, visible.height, path)
+            }
+            Shown::Copy(frame) => {
+                let frame = frame.lock();
+                write_png(path, frame.width(), frame.height(), &frame.to_rgb())
+            }
+            Shown::Off => {
+                let (width, height) = self.presenter_frame_size();
+                write_png(
+                    path,
+                    width,
+                    height,
+                    &vec![0; width as usize * height as usize * 3],
+                )
+            }
+        }
+    }
+
+    fn print_stats(&self, wall: Duration) {
+        let s = &self.stats;
+        println!(
+            "viewer: console {}: {} frames in {:.2} s ({} {}, {} {}, {} {}), {} dma-buf \
+             imports, {} import cache hits, {:.0} bytes copied per frame, presenter {}",
+            self.id,
+            s.frames.frames,
+            wall.as_secs_f64(),
+            s.by_path[FramePath::DmabufImport as usize],
+            FramePath::DmabufImport.name(),
+            s.by_path[FramePath::MemfdExport as usize],
+            FramePath::MemfdExport.name(),
+            s.by_path[FramePath::Copy as usize],
+            FramePath::Copy.name(),
+            s.imports,
+            s.import_hits,
+            s.frames.bytes as f64 / s.frames.frames.max(1) as f64,
+            self.presenter.name(),
+        );
     }
 }
 
-/// Shows QEMU's console(s) until the windows close or QEMU goes away (an error).
+/// The screenshot file of head `index`: `path` for the first, `NAME-INDEX.EXT` after.
+fn head_screenshot_path(path: &Path, index: usize) -> PathBuf {
+    if index == 0 {
+        return path.to_owned();
+    }
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}-{index}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{index}"),
+    };
+    path.with_file_name(name)
+}
+
+/// Shows QEMU's console(s) until the windows close, `--frames` were presented on
+/// every head, or QEMU goes away (an error).
 pub fn run(args: QemuArgs) -> Result<(), Error> {
     let address = QemuAddress::parse(&args.address);
     let display = QemuDisplay::connect(address)
@@ -397,27 +869,32 @@ pub fn run(args: QemuArgs) -> Result<(), Error> {
     }
     let mut heads = Vec::new();
     for id in ids {
-        heads.push(Head::open(&display, id, &vm, args.map)?);
+        heads.push(Head::open(&display, id, &vm, &args)?);
     }
+    let started = Instant::now();
     let mut keys_sent = args.send_keys.is_empty();
     loop {
         wait_for_any(&heads)?;
         for head in &mut heads {
-            for event in head.presenter.dispatch(Some(Duration::ZERO))? {
+            for event in head.presenter.dispatch(Duration::ZERO)? {
                 head.on_window(event)?;
             }
             while let Some(event) = head.listener.try_recv() {
                 head.on_qemu(event)?;
             }
-            if head.draw()? && head.frames == 1 {
+            if head.draw()? && head.stats.frames.frames == 1 {
                 println!("viewer: console {}: first frame shown", head.id);
             }
         }
         if heads.iter().any(|h| h.presenter.is_closed()) {
             println!("viewer: window closed");
-            return Ok(());
+            break;
         }
-        if !keys_sent && heads[0].frames > 0 {
+        if args.frames != 0 && heads.iter().all(|h| h.stats.frames.frames >= args.frames) {
+            println!("viewer: presented {} frames", args.frames);
+            break;
+        }
+        if !keys_sent && heads[0].stats.frames.frames > 0 {
             keys_sent = true;
             for &code in &args.send_keys {
                 heads[0].console.key_press(code)?;
@@ -428,6 +905,21 @@ pub fn run(args: QemuArgs) -> Result<(), Error> {
             println!("viewer: sent {} key(s)", args.send_keys.len());
         }
     }
+    if let Some(path) = &args.screenshot {
+        for (index, head) in heads.iter().enumerate() {
+            let path = head_screenshot_path(path, index);
+            head.screenshot(&path)?;
+            println!(
+                "viewer: console {}: screenshot written to {}",
+                head.id,
+                path.display()
+            );
+        }
+    }
+    for head in &heads {
+        head.print_stats(started.elapsed());
+    }
+    Ok(())
 }
 
 /// Waits (up to 100 ms) until a window connection or a listener has something to read.

@@ -27,10 +27,10 @@ use super::pixman;
 use super::QemuError;
 use crate::format::{Modifier, PixelFormat};
 use crate::rect::Rect;
+use crate::sys;
 use crate::sys::dmabuf::{Access, Mapping};
 use crate::sys::fdkind::{self, FdKind};
 use crate::sys::memfd::{Memfd, Seals};
-use crate::sys;
 
 /// The object path QEMU calls the listener on.
 pub const LISTENER_PATH: &str = "/org/qemu/Display1/Listener";
