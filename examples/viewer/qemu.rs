@@ -32,8 +32,8 @@ use guestfb::sys::dmabuf::DmaBuf;
 use guestfb::sys::fdkind::{self, FdKind};
 
 use crate::presenter::{
-    open_zero_copy, save_screenshot, write_png, Error, GlMode, PresentMode, Presenter, ShowError,
-    Stats,
+    open_zero_copy, save_screenshot, stop_on_signals, stop_requested, write_png, Error, GlMode,
+    PresentMode, Presenter, ShowError, Stats,
 };
 
 /// Which consoles get a window.
@@ -873,6 +873,7 @@ pub fn run(args: QemuArgs) -> Result<(), Error> {
     }
     let started = Instant::now();
     let mut keys_sent = args.send_keys.is_empty();
+    stop_on_signals();
     loop {
         wait_for_any(&heads)?;
         for head in &mut heads {
@@ -888,6 +889,10 @@ pub fn run(args: QemuArgs) -> Result<(), Error> {
         }
         if heads.iter().any(|h| h.presenter.is_closed()) {
             println!("viewer: window closed");
+            break;
+        }
+        if stop_requested() {
+            println!("viewer: stopped by a signal");
             break;
         }
         if args.frames != 0 && heads.iter().all(|h| h.stats.frames.frames >= args.frames) {
