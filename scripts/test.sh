@@ -55,6 +55,8 @@ fi
 
 # --- 3. guest kernel and initramfs --------------------------------------------------------
 scripts/guest/setup.sh
+# The nested real guest (tests/guest_nested.rs): a virtio-gpu initramfs for that kernel.
+scripts/guest/nested-setup.sh
 
 # --- lint: the code standard is part of the suite ------------------------------------------
 lint_rc=0
@@ -106,7 +108,9 @@ if ((${#guest_tests[@]} == 0)); then
     status=1
 else
     echo "test: guest tier: $((${#guest_tests[@]} / 2)) binaries, one QEMU guest each"
+    # guest_nested boots two nested QEMUs (TCG in TCG: minutes) inside its guest.
     CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER=$ROOT/scripts/guest/run.sh GUESTFB_REQUIRE_GUEST=1 \
+        GUESTFB_GUEST_TIMEOUT=${GUESTFB_GUEST_TIMEOUT:-1800} \
         cargo test --all-features "${guest_tests[@]}" -- --test-threads=1 2>&1 \
         | tee "$LOGS/guest.log" || guest_rc=$?
     guest_passed=$(passed_in "$LOGS/guest.log")

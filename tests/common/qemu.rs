@@ -46,12 +46,110 @@ impl Drop for Bus {
     }
 }
 
+/// A QMP connection (capabilities negotiated).
+pub struct Qmp {
+    stream: BufReader<UnixStream>,
+    /// Where screendumps are written.
+    dir: PathBuf,
+}
+
+impl Qmp {
+    /// Connects to QEMU's QMP socket at `path`, waiting up to `timeout` for it; `child`
+    /// is checked so that a QEMU that died fails at once.
+    pub fn connect(
+        path: &Path,
+        dir: &Path,
+        mut child: Option<&mut Child>,
+        timeout: Duration,
+    ) -> Self {
+        let deadline = Instant::now() + timeout;
+        let stream = loop {
+            if let Ok(stream) = UnixStream::connect(path) {
+                break stream;
+            }
+            if let Some(Ok(Some(status))) = child.as_mut().map(|c| c.try_wait()) {
+                panic!("QEMU exited with {status} before its QMP socket appeared");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "QEMU's QMP socket {} never appeared",
+                path.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut qmp = Self {
+            stream: BufReader::new(stream),
+            dir: dir.to_owned(),
+        };
+        qmp.read_reply(); // greeting
+        qmp.qmp("qmp_capabilities", json!({}));
+        qmp
+    }
+
+    pub fn read_reply(&mut self) -> Value {
+        loop {
+            let mut line = String::new();
+            let n = self.stream.read_line(&mut line).unwrap();
+            assert!(n > 0, "QMP connection closed");
+            let value: Value = serde_json::from_str(&line).unwrap();
+            if value.get("event").is_none() {
+                return value;
+            }
+        }
+    }
+
+    pub fn qmp(&mut self, command: &str, arguments: Value) -> Value {
+        let request = json!({"execute": command, "arguments": arguments});
+        let stream = self.stream.get_mut();
+        writeln!(stream, "{request}").unwrap();
+        let reply = self.read_reply();
+        assert!(reply.get("error").is_none(), "QMP {command}: {reply}");
+        reply["return"].clone()
+    }
+
+    /// QEMU's own picture of the first console: (width, height, RGB bytes).
+    pub fn screendump(&mut self) -> (u32, u32, Vec<u8>) {
+        self.screendump_of(json!({}))
+    }
+
+    /// QEMU's own picture of head `head` of device `device`.
+    pub fn screendump_head(&mut self, device: &str, head: u32) -> (u32, u32, Vec<u8>) {
+        self.screendump_of(json!({"device": device, "head": head}))
+    }
+
+    fn screendump_of(&mut self, mut arguments: Value) -> (u32, u32, Vec<u8>) {
+        let path = self.dir.join("screendump.png");
+        let _ = std::fs::remove_file(&path);
+        arguments["filename"] = json!(path.to_str().unwrap());
+        arguments["format"] = json!("png");
+        self.qmp("screendump", arguments);
+        let (width, height, rgb) = read_png_rgb(&path);
+        (width, height, rgb)
+    }
+}
+
+/// A PNG file as (width, height, RGB bytes).
+pub fn read_png_rgb(path: &Path) -> (u32, u32, Vec<u8>) {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut decoder = png::Decoder::new(file);
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    let channels = info.color_type.samples();
+    let rgb = buf
+        .chunks_exact(channels)
+        .flat_map(|px| [px[0], px[1], px[2]])
+        .collect();
+    (info.width, info.height, rgb)
+}
+
 /// A QEMU on `bus` with its QMP socket.
 pub struct Qemu {
     /// The QEMU process.
     pub child: Child,
-    qmp: BufReader<UnixStream>,
-    dir: PathBuf,
+    qmp: Qmp,
 }
 
 impl Qemu {
@@ -76,76 +174,22 @@ impl Qemu {
             .stdin(Stdio::null())
             .spawn()
             .expect("qemu-system-x86_64 must start (scripts/setup-host.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let stream = loop {
-            if let Ok(stream) = UnixStream::connect(&qmp_path) {
-                break stream;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("QEMU exited with {status} before its QMP socket appeared");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "QEMU's QMP socket never appeared"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let mut qemu = Self {
-            child,
-            qmp: BufReader::new(stream),
-            dir: dir.to_owned(),
-        };
-        qemu.read_reply(); // greeting
-        qemu.qmp("qmp_capabilities", json!({}));
-        qemu
-    }
-
-    pub fn read_reply(&mut self) -> Value {
-        loop {
-            let mut line = String::new();
-            let n = self.qmp.read_line(&mut line).unwrap();
-            assert!(n > 0, "QMP connection closed");
-            let value: Value = serde_json::from_str(&line).unwrap();
-            if value.get("event").is_none() {
-                return value;
-            }
-        }
+        let qmp = Qmp::connect(&qmp_path, dir, Some(&mut child), Duration::from_secs(20));
+        Self { child, qmp }
     }
 
     pub fn qmp(&mut self, command: &str, arguments: Value) -> Value {
-        let request = json!({"execute": command, "arguments": arguments});
-        let stream = self.qmp.get_mut();
-        writeln!(stream, "{request}").unwrap();
-        let reply = self.read_reply();
-        assert!(reply.get("error").is_none(), "QMP {command}: {reply}");
-        reply["return"].clone()
+        self.qmp.qmp(command, arguments)
     }
 
     /// QEMU's own picture of the console: (width, height, RGB bytes).
     pub fn screendump(&mut self) -> (u32, u32, Vec<u8>) {
-        let path = self.dir.join("screendump.png");
-        let _ = std::fs::remove_file(&path);
-        self.qmp(
-            "screendump",
-            json!({"filename": path.to_str().unwrap(), "format": "png"}),
-        );
-        let mut decoder = png::Decoder::new(std::fs::File::open(&path).unwrap());
-        decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-        let mut reader = decoder.read_info().unwrap();
-        let mut buf = vec![0; reader.output_buffer_size()];
-        let info = reader.next_frame(&mut buf).unwrap();
-        buf.truncate(info.buffer_size());
-        let channels = info.color_type.samples();
-        let rgb = buf
-            .chunks_exact(channels)
-            .flat_map(|px| [px[0], px[1], px[2]])
-            .collect();
-        (info.width, info.height, rgb)
+        self.qmp.screendump()
     }
 
     /// The characters of the VGA text screen (guest memory at 0xb8000).
     pub fn text_screen(&mut self) -> String {
-        let path = self.dir.join("text.bin");
+        let path = self.qmp.dir.join("text.bin");
         self.qmp(
             "pmemsave",
             json!({"val": 0xb8000, "size": 4000, "filename": path.to_str().unwrap()}),
