@@ -1,5 +1,7 @@
 //! Attaches to a running QEMU (`-display dbus`), waits for the first picture and writes
-//! it to a PNG.
+//! it to a PNG. CPU frames (pixel data, QEMU's surface memfd) are read as they are; a
+//! dma-buf scanout (a virtio-gpu blob's udmabuf, or gl=on) is validated against its
+//! size and read through its mmap inside `DMA_BUF_IOCTL_SYNC`.
 //!
 //! ```text
 //! cargo run --example qemu_dump -- --address unix:path=/tmp/bus out.png
@@ -59,12 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 break frame
             }
             Recv::Event(QemuEvent::ScanoutDmabuf { scanout }) => {
-                return Err(format!(
-                    "QEMU sent a dma-buf scanout ({}x{}, fourcc {:#x}); this example reads \
-                     CPU frames only (run QEMU with gl=off)",
-                    scanout.backing_width, scanout.backing_height, scanout.fourcc
-                )
-                .into())
+                return dump_dmabuf(scanout, &args.output)
             }
             Recv::Event(QemuEvent::Disconnected { reason }) => {
                 return Err(format!("QEMU disconnected: {reason}").into())
@@ -90,6 +87,69 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             "pixel data"
         }
+    );
+    Ok(())
+}
+
+/// Reads a single-buffer dma-buf scanout through the CPU and writes its visible rect.
+fn dump_dmabuf(
+    scanout: guestfb::source::qemu::DmaBufScanout,
+    output: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use guestfb::export::{ExportedFramebuffer, FramebufferDesc, PlaneDesc};
+    use guestfb::import::convert::{Dest, DestFormat};
+    use guestfb::import::CpuMapping;
+    use guestfb::rect::Rect;
+
+    let planes = scanout
+        .planes
+        .iter()
+        .map(|p| PlaneDesc {
+            offset: u64::from(p.offset),
+            stride: p.stride,
+        })
+        .collect();
+    let desc = FramebufferDesc {
+        fourcc: scanout.fourcc,
+        modifier: scanout.modifier.raw(),
+        width: scanout.backing_width,
+        height: scanout.backing_height,
+        visible: Some(scanout.visible),
+        planes,
+        y0_top: scanout.y0_top,
+        ranges: Vec::new(),
+    };
+    let (method, visible) = (scanout.method, scanout.visible);
+    let fd = scanout
+        .planes
+        .into_iter()
+        .next()
+        .ok_or("a dma-buf scanout without planes")?
+        .fd;
+    let dmabuf = guestfb::sys::dmabuf::DmaBuf::from_fd(fd)?;
+    let export = ExportedFramebuffer::from_peer_dmabuf(0, dmabuf, &desc, false)?;
+    let (width, height) = (visible.width, visible.height);
+    let mut pixels = vec![0u8; width as usize * height as usize * 4];
+    CpuMapping::new(export).blit(
+        &mut Dest {
+            data: &mut pixels,
+            stride: width as usize * 4,
+            format: DestFormat::Xrgb8888,
+        },
+        &[Rect::full(width, height)],
+    )?;
+    let rgb: Vec<u8> = pixels
+        .chunks_exact(4)
+        .flat_map(|bgrx| [bgrx[2], bgrx[1], bgrx[0]])
+        .collect();
+    let mut encoder = png::Encoder::new(std::fs::File::create(output)?, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.write_header()?.write_image_data(&rgb)?;
+    eprintln!(
+        "wrote {} ({width}x{height} fourcc {:#x}, dma-buf from {method})",
+        output.display(),
+        scanout.fourcc
     );
     Ok(())
 }

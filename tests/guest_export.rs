@@ -410,3 +410,98 @@ fn probe_example_reports_udmabuf_pins_and_drm() {
     );
     assert!(report["hugetlb_pools"][0]["total"].as_u64().unwrap() >= 64);
 }
+
+/// A peer's dma-buf (here a udmabuf made in this process, as QEMU's virtio-gpu makes one
+/// for a blob) is classified by its fdinfo, validated against its size, and read back
+/// exactly through the CPU path (mmap + DMA_BUF_IOCTL_SYNC).
+#[test]
+fn a_peer_dmabuf_is_classified_validated_and_read_exactly() {
+    use guestfb::export::{ExportedFramebuffer, PlaneDesc};
+    use guestfb::import::convert::{Dest, DestFormat};
+    use guestfb::rect::Rect;
+    use guestfb::sys::fdkind::{self, FdKind};
+    use guestfb::sys::udmabuf::{Range, Udmabuf};
+
+    if !common::require_guest("a_peer_dmabuf_is_classified_validated_and_read_exactly") {
+        return;
+    }
+    let (width, height, stride) = (320u32, 200u32, 1344u32);
+    let size = 64 * 4096;
+    let memfd = Memfd::create("peer").unwrap();
+    memfd.set_size(size).unwrap();
+    {
+        let mut mapping = Mapping::new(memfd.as_fd(), 0, size as usize, Access::ReadWrite).unwrap();
+        for (i, byte) in mapping.as_mut_slice().iter_mut().enumerate() {
+            *byte = (i * 7 + i / 4093) as u8;
+        }
+    }
+    memfd.add_seals(Seals::SHRINK).unwrap();
+    let dmabuf = Udmabuf::open()
+        .unwrap()
+        .create(Range {
+            memfd: memfd.as_fd(),
+            offset: 0,
+            size,
+        })
+        .unwrap();
+    match fdkind::classify(dmabuf.as_fd()).unwrap() {
+        FdKind::DmaBuf {
+            size: got,
+            exporter,
+        } => {
+            assert_eq!(got, size);
+            assert_eq!(exporter, "udmabuf");
+        }
+        other => panic!("a udmabuf classified as {other:?}"),
+    }
+    assert!(matches!(
+        fdkind::classify(memfd.as_fd()).unwrap(),
+        FdKind::Memfd { .. }
+    ));
+    let desc = |offset: u64| FramebufferDesc {
+        fourcc: PixelFormat::Xrgb8888.fourcc() as u32,
+        modifier: 0,
+        width,
+        height,
+        visible: None,
+        planes: vec![PlaneDesc { offset, stride }],
+        y0_top: true,
+        ranges: Vec::new(),
+    };
+    // A plane past the dma-buf's end is refused with the numbers, before any mapping.
+    let past = size - u64::from(stride) * u64::from(height) + 4;
+    let dup = |d: &guestfb::sys::dmabuf::DmaBuf| {
+        guestfb::sys::dmabuf::DmaBuf::from_fd(d.as_fd().try_clone_to_owned().unwrap()).unwrap()
+    };
+    match ExportedFramebuffer::from_peer_dmabuf(1, dup(&dmabuf), &desc(past), true) {
+        Err(ExportError::PlanePastBacking { backing, .. }) => assert_eq!(backing, size),
+        other => panic!("a plane past the end gave {other:?}"),
+    }
+    let offset = 4096 + 64;
+    let export = ExportedFramebuffer::from_peer_dmabuf(7, dmabuf, &desc(offset), true).unwrap();
+    assert!(export.is_peer() && export.is_longterm() && !export.is_revoked());
+    let mapping = CpuMapping::new(export);
+    assert_eq!(mapping.path().unwrap(), CpuPath::UdmabufMmap);
+    let mut out = vec![0u8; (width * height * 4) as usize];
+    mapping
+        .blit(
+            &mut Dest {
+                data: &mut out,
+                stride: width as usize * 4,
+                format: DestFormat::Xrgb8888,
+            },
+            &[Rect::full(width, height)],
+        )
+        .unwrap();
+    for y in 0..height as usize {
+        // Bytes B, G, R of each pixel (the X byte is padding).
+        for x in (0..width as usize * 4).filter(|x| x % 4 != 3) {
+            let i = offset as usize + y * stride as usize + x;
+            assert_eq!(
+                out[y * width as usize * 4 + x],
+                (i * 7 + i / 4093) as u8,
+                "byte {x} of row {y}"
+            );
+        }
+    }
+}

@@ -279,9 +279,12 @@ fn boot() -> Fixture {
         .status()
         .expect("run scripts/guest/nested-setup.sh");
     assert!(status.success(), "nested-setup.sh failed: {status}");
-    // The test guest's /tmp is its own; the run directory of scripts/guest/run.sh is
-    // not known here, so the nested QEMUs live under the target dir (shared, writable).
-    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guest_nested");
+    // The run directory of scripts/guest/run.sh is shared with the host (kept there
+    // when a test fails); elsewhere the target dir.
+    let scratch = std::env::var_os("GUESTFB_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")))
+        .join("guest_nested");
     let started = Instant::now();
     let mut memfd = Nested::start(&scratch.join("memfd"), &[]);
     let mut hugetlb = Nested::start(&scratch.join("hugetlb"), &["--hugetlb", "--heads", "2"]);
