@@ -30,7 +30,6 @@ if [[ ${GUESTFB_IN_GUEST:-0} != 1 ]]; then
     log=$(mktemp)
     GUESTFB_GUEST_KEEP=1 GUESTFB_GUEST_TIMEOUT=${GUESTFB_GUEST_TIMEOUT:-900} \
         "$ROOT/scripts/guest/run.sh" "$HERE/verify.sh" "$name" "$@" 2>&1 | tee "$log" || rc=$?
-    rc=${PIPESTATUS[0]}
     run=$(sed -n 's/^verify: run directory \(.*\)$/\1/p' "$log" | head -n1)
     rm -f "$log"
     if [[ -n $run && -d $run/nested ]]; then
@@ -40,6 +39,7 @@ if [[ ${GUESTFB_IN_GUEST:-0} != 1 ]]; then
         cp "$run"/stdout "$out/verify.log" 2>/dev/null || true
         echo "verify: results in $out"
     fi
+    ((rc == 0)) && echo "verify: PASS" || echo "verify: FAIL (rc $rc)"
     exit "$rc"
 fi
 
@@ -68,8 +68,10 @@ fi
 fail=0
 for ((h = 0; h < heads; h++)); do
     # The final picture is at fbtest's second mode (800x600 on QEMU's mode list).
-    read -r W H < <(grep -o "fbtest: head $h mode [0-9]*x[0-9]*" "$D/console.log" | tail -n1 \
-        | sed 's/.* \([0-9]*\)x\([0-9]*\)$/\1 \2/')
+    # (No process substitution: the guest tier's devtmpfs has no /dev/fd.)
+    mode=$(grep -o "fbtest: head $h mode [0-9]*x[0-9]*" "$D/console.log" | tail -n1)
+    mode=${mode##* }
+    W=${mode%x*} H=${mode#*x}
     /usr/bin/python3 "$HERE/qmp-shot.py" "$D/qmp" "$D/head$h.png" --head "$h" --check "$h" "$W" "$H" \
         || fail=1
 done
