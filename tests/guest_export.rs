@@ -426,7 +426,7 @@ fn a_peer_dmabuf_is_classified_validated_and_read_exactly() {
         return;
     }
     let (width, height, stride) = (320u32, 200u32, 1344u32);
-    let size = 64 * 4096;
+    let size = 128 * 4096;
     let memfd = Memfd::create("peer").unwrap();
     memfd.set_size(size).unwrap();
     {

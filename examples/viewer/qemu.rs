@@ -225,6 +225,33 @@ struct HeadStats {
     by_path: [u64; 3],
     imports: u64,
     import_hits: u64,
+    /// QEMU's update → the compositor's frame callback for the frame that showed it.
+    latencies: Vec<Duration>,
+}
+
+/// The `q`-quantile of `values` (sorted in place), in milliseconds.
+fn quantile_ms(values: &mut [Duration], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort();
+    let index = ((values.len() - 1) as f64 * q).round() as usize;
+    values[index].as_secs_f64() * 1e3
+}
+
+/// User + system CPU time of this process (all its threads).
+fn process_cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes one `struct rusage` into the buffer it is given.
+    let usage = match unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } {
+        // SAFETY: a zeroed rusage is valid, and getrusage filled it on success.
+        0 => unsafe { usage.assume_init() },
+        _ => return Duration::ZERO,
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// Up to this many dma-buf imports are kept per head (a guest flipping between two
@@ -253,6 +280,10 @@ struct Head {
     waiting: Vec<guestfb::source::qemu::FrameToken>,
     /// Acks of the presented frame: completed at its frame callback.
     presented: Vec<guestfb::source::qemu::FrameToken>,
+    /// When the oldest update not yet presented arrived.
+    waiting_since: Option<Instant>,
+    /// When the oldest update of the presented frame arrived.
+    presented_since: Option<Instant>,
     stats: HeadStats,
     ui_info_refused: bool,
 }
@@ -302,6 +333,8 @@ impl Head {
             damage: vec![Rect::full(info.width.max(1), info.height.max(1))],
             waiting: Vec::new(),
             presented: Vec::new(),
+            waiting_since: None,
+            presented_since: None,
             stats: HeadStats::default(),
             ui_info_refused: false,
         })
@@ -558,6 +591,7 @@ impl Head {
                     self.show(Shown::Copy(frame))?;
                 }
                 self.damage.push(rect);
+                self.waiting_since.get_or_insert_with(Instant::now);
                 self.waiting.push(ack);
             }
             QemuEvent::ScanoutDmabuf { scanout } => {
@@ -586,6 +620,7 @@ impl Head {
             }
             QemuEvent::UpdateDmabuf { rect, ack } => {
                 self.damage.push(rect);
+                self.waiting_since.get_or_insert_with(Instant::now);
                 self.waiting.push(ack);
             }
             QemuEvent::Disable => {
@@ -643,6 +678,9 @@ impl Head {
             PresenterEvent::FrameDone { .. } => {
                 for ack in self.presented.drain(..) {
                     ack.complete();
+                }
+                if let Some(since) = self.presented_since.take() {
+                    self.stats.latencies.push(since.elapsed());
                 }
                 Ok(())
             }
@@ -722,6 +760,9 @@ impl Head {
         self.damage.clear();
         // Acked at this frame's callback: QEMU waits until the picture is on screen.
         self.presented.append(&mut self.waiting);
+        if let Some(since) = self.waiting_since.take() {
+            self.presented_since.get_or_insert(since);
+        }
         self.stats.frames.frames += 1;
         self.stats.by_path[path as usize] += 1;
         Ok(true)
@@ -817,11 +858,15 @@ impl Head {
         }
     }
 
-    fn print_stats(&self, wall: Duration) {
+    fn print_stats(&mut self, wall: Duration, cpu: Duration) {
+        let median = quantile_ms(&mut self.stats.latencies, 0.5);
+        let p99 = quantile_ms(&mut self.stats.latencies, 0.99);
         let s = &self.stats;
         println!(
             "viewer: console {}: {} frames in {:.2} s ({} {}, {} {}, {} {}), {} dma-buf \
-             imports, {} import cache hits, {:.0} bytes copied per frame, presenter {}",
+             imports, {} import cache hits, {:.0} bytes copied per frame, presenter {}; \
+             update to screen {median:.1} ms median, {p99:.1} ms p99; process CPU \
+             {:.2} ms per frame",
             self.id,
             s.frames.frames,
             wall.as_secs_f64(),
@@ -835,6 +880,7 @@ impl Head {
             s.import_hits,
             s.frames.bytes as f64 / s.frames.frames.max(1) as f64,
             self.presenter.name(),
+            cpu.as_secs_f64() * 1e3 / s.frames.frames.max(1) as f64,
         );
     }
 }
@@ -921,8 +967,9 @@ pub fn run(args: QemuArgs) -> Result<(), Error> {
             );
         }
     }
-    for head in &heads {
-        head.print_stats(started.elapsed());
+    let cpu = process_cpu_time();
+    for head in &mut heads {
+        head.print_stats(started.elapsed(), cpu);
     }
     Ok(())
 }

@@ -52,6 +52,8 @@ fi
         esac
     done < <(compgen -e)
     echo 'export GUESTFB_IN_GUEST=1'
+    # Tests may leave artifacts here: the host sees them, and keeps them on failure.
+    printf 'export GUESTFB_RUN_DIR=%q\n' "$RUN"
     printf 'cd %q || exit 125\n' "$PWD"
     printf 'exec'
     printf ' %q' "$binary" "$@"
