@@ -1061,6 +1061,20 @@ impl Worker {
         let format = checked_format(pixman_format)?;
         let len = checked_surface(width, height, stride, format)?;
         let kind = fdkind::classify(fd.as_fd())?;
+        // `Some(sealed for udmabuf)` for a memfd, `None` for a dma-buf.
+        let memfd_sealed = match &kind {
+            FdKind::DmaBuf { .. } => None,
+            FdKind::Memfd { seals, .. } => Some(
+                seals.contains(Seals::SHRINK)
+                    && !seals.intersects(Seals::WRITE | Seals::FUTURE_WRITE),
+            ),
+            &FdKind::Other { what, .. } => {
+                return Err(QemuError::NotShareable {
+                    method: "ScanoutMap",
+                    what,
+                })
+            }
+        };
         let end = u64::from(offset) + len;
         if end > kind.size() {
             return Err(QemuError::MapOutOfRange {
@@ -1070,34 +1084,22 @@ impl Worker {
                 kind: kind.name(),
             });
         }
-        let sealed_for_udmabuf = match kind {
-            // A virtio-gpu blob's udmabuf (QEMU passes it as the surface's share
-            // handle): a dma-buf scanout, shown without a copy.
-            FdKind::DmaBuf { .. } => {
-                self.current = Current::Dmabuf { width, height };
-                return Ok(Outcome::Event(QemuEvent::ScanoutDmabuf {
-                    scanout: DmaBufScanout {
-                        planes: vec![DmaBufPlane { fd, offset, stride }],
-                        fourcc: format.fourcc() as u32,
-                        modifier: Modifier::LINEAR,
-                        backing_width: width,
-                        backing_height: height,
-                        visible: Rect::full(width, height),
-                        y0_top: true,
-                        method: "ScanoutMap",
-                    },
-                }));
-            }
-            FdKind::Memfd { seals, .. } => {
-                seals.contains(Seals::SHRINK)
-                    && !seals.intersects(Seals::WRITE | Seals::FUTURE_WRITE)
-            }
-            FdKind::Other { what, .. } => {
-                return Err(QemuError::NotShareable {
+        let Some(sealed_for_udmabuf) = memfd_sealed else {
+            // A dma-buf (a virtio-gpu blob's udmabuf, where QEMU passes it as the
+            // surface's share handle): a dma-buf scanout, shown without a copy.
+            self.current = Current::Dmabuf { width, height };
+            return Ok(Outcome::Event(QemuEvent::ScanoutDmabuf {
+                scanout: DmaBufScanout {
+                    planes: vec![DmaBufPlane { fd, offset, stride }],
+                    fourcc: format.fourcc() as u32,
+                    modifier: Modifier::LINEAR,
+                    backing_width: width,
+                    backing_height: height,
+                    visible: Rect::full(width, height),
+                    y0_top: true,
                     method: "ScanoutMap",
-                    what,
-                })
-            }
+                },
+            }));
         };
         let page = sys::page_size();
         let base = u64::from(offset) / page * page;
