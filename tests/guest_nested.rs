@@ -111,16 +111,11 @@ impl Nested {
     fn start(dir: &Path, extra: &[&str]) -> Self {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).unwrap();
-        let display = format!(
-            "dbus,gl=on,rendernode={VKMS_CARD},addr=unix:path={}",
-            dir.join("bus").display()
-        );
         let status = Command::new("scripts/guest/nested/run-nested.sh")
             .arg("--dir")
             .arg(dir)
+            .args(["--gl-on", VKMS_CARD])
             .args(extra)
-            .env("NESTED_DISPLAY", display)
-            .env("GBM_ALWAYS_SOFTWARE", "1")
             .status()
             .expect("run scripts/guest/nested/run-nested.sh");
         assert!(status.success(), "run-nested.sh {extra:?} failed: {status}");
@@ -148,8 +143,22 @@ impl Nested {
         std::fs::read_to_string(self.dir.join("trace.log")).unwrap_or_default()
     }
 
-    /// True once fbtest said `done`; panics on an fbtest error.
+    /// True once fbtest said `done`; panics on an fbtest error or a dead QEMU.
     fn done(&self) -> bool {
+        let pid = std::fs::read_to_string(self.dir.join("qemu.pid")).unwrap_or_default();
+        // Gone, or a zombie (state Z: nobody reaps the orphaned QEMU at once).
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
+        let alive = stat.is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|t| !t.trim_start().starts_with('Z'))
+        });
+        assert!(
+            alive,
+            "the nested QEMU in {} exited: {}",
+            self.dir.display(),
+            std::fs::read_to_string(self.dir.join("qemu.log")).unwrap_or_default()
+        );
         let console = self.console();
         assert!(
             !console.contains("fbtest: ERROR"),
@@ -302,7 +311,9 @@ fn boot() -> Fixture {
     let started = Instant::now();
     let mut memfd = Nested::start(&scratch.join("memfd"), &[]);
     let mut hugetlb = Nested::start(&scratch.join("hugetlb"), &["--hugetlb", "--heads", "2"]);
-    // The live viewer: attached while QEMU A shows its placeholder.
+    // The live viewer: attached while QEMU A shows its placeholder (QEMU under TCG
+    // takes seconds to put its display on the bus).
+    common::qemu::wait_for_display_at(&memfd.bus(), Duration::from_secs(120));
     let weston = Weston::start(WestonConfig::kiosk(FINAL.0, FINAL.1, Renderer::Pixman));
     std::thread::sleep(Duration::from_secs(2));
     let live = Viewer::start(

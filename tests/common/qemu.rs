@@ -219,9 +219,14 @@ impl Drop for Qemu {
 }
 
 pub fn wait_for_display(bus: &Bus) -> QemuDisplay {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    wait_for_display_at(&bus.address, Duration::from_secs(20))
+}
+
+/// Waits until QEMU's display objects are on the bus at `address`.
+pub fn wait_for_display_at(address: &str, timeout: Duration) -> QemuDisplay {
+    let deadline = Instant::now() + timeout;
     loop {
-        let attempt = QemuDisplay::connect(QemuAddress::Bus(bus.address.clone()))
+        let attempt = QemuDisplay::connect(QemuAddress::Bus(address.to_owned()))
             .and_then(|d| d.console_ids().map(|ids| (d, ids)));
         match attempt {
             Ok((display, ids)) if !ids.is_empty() => return display,

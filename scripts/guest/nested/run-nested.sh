@@ -17,6 +17,9 @@
 #                 prints the seconds since QEMU started. Exit status 1 on failure.
 #   --timeout S   for --wait-done (default 600)
 #   --no-blob     blob=false (a host without /dev/udmabuf; for trying fbtest quickly)
+#   --gl-on NODE  -display dbus,gl=on,rendernode=NODE with Mesa's software GBM
+#                 (GBM_ALWAYS_SOFTWARE=1; in the guest tier NODE=/dev/dri/card1, vkms):
+#                 blob scanouts then reach the display as ScanoutDMABUF (the udmabuf)
 #   --stop DIR    kill the QEMU and dbus-daemon recorded in DIR
 # Environment: NESTED_DISPLAY overrides "-display dbus,addr=unix:path=DIR/bus".
 set -euo pipefail
@@ -25,7 +28,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../../.." && pwd)
 G=$ROOT/target/guest
 
-dir= hugetlb=0 heads=1 wait_done=0 timeout_s=600 blob=true stop=
+dir= hugetlb=0 heads=1 wait_done=0 timeout_s=600 blob=true stop= gl_node=
 while (($#)); do
     case $1 in
         --dir) dir=$2; shift 2 ;;
@@ -34,6 +37,7 @@ while (($#)); do
         --wait-done) wait_done=1; shift ;;
         --timeout) timeout_s=$2; shift 2 ;;
         --no-blob) blob=false; shift ;;
+        --gl-on) gl_node=$2; shift 2 ;;
         --stop) stop=$2; shift 2 ;;
         *) echo "run-nested: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -67,6 +71,11 @@ if [[ -z $display ]]; then
     done
     [[ -S $dir/bus ]] || { echo "run-nested: no bus socket after 10 s" >&2; exit 1; }
     display="dbus,addr=unix:path=$dir/bus"
+    if [[ -n $gl_node ]]; then
+        [[ -e $gl_node ]] || { echo "run-nested: --gl-on $gl_node: no such node" >&2; exit 1; }
+        display="dbus,gl=on,rendernode=$gl_node,addr=unix:path=$dir/bus"
+        export GBM_ALWAYS_SOFTWARE=1
+    fi
 fi
 
 if ((hugetlb)); then
