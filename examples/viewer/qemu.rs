@@ -619,14 +619,33 @@ impl Head {
                 }
             }
             QemuEvent::UpdateDmabuf { rect, ack } => {
+                if !matches!(
+                    self.shown,
+                    Shown::Export {
+                        path: FramePath::DmabufImport,
+                        ..
+                    }
+                ) {
+                    // An update after a Disable means the last dma-buf (QEMU 10's gl=on
+                    // console disables between a blob's scanout and its update).
+                    if let Some((_, export)) = self.imports.last() {
+                        let export = export.clone();
+                        self.show(Shown::Export {
+                            mapping: CpuMapping::new(export.clone()),
+                            export,
+                            path: FramePath::DmabufImport,
+                        })?;
+                    }
+                }
                 self.damage.push(rect);
                 self.waiting_since.get_or_insert_with(Instant::now);
                 self.waiting.push(ack);
             }
-            QemuEvent::Disable => {
-                self.drop_imports();
-                self.show(Shown::Off)?
-            }
+            // The imports stay: an UpdateDMABUF may show the last one again. A zero-copy
+            // window keeps its presenter and its last picture until the next scanout;
+            // a wl_shm one goes black.
+            QemuEvent::Disable if self.presenter.is_zero_copy() => self.shown = Shown::Off,
+            QemuEvent::Disable => self.show(Shown::Off)?,
             QemuEvent::CursorDefine { cursor } => {
                 if let Presenter::Shm(shm) = &mut self.presenter {
                     if let Err(error) = shm.set_cursor_image(
@@ -750,6 +769,7 @@ impl Head {
                     *path
                 }
             }
+            Shown::Off if self.presenter.is_zero_copy() => return Ok(false),
             Shown::Copy(_) | Shown::Off => {
                 if !self.blit_cpu_frame()? {
                     return Ok(false);

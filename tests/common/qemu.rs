@@ -112,11 +112,6 @@ impl Qmp {
         self.screendump_of(json!({}))
     }
 
-    /// QEMU's own picture of head `head` of device `device`.
-    pub fn screendump_head(&mut self, device: &str, head: u32) -> (u32, u32, Vec<u8>) {
-        self.screendump_of(json!({"device": device, "head": head}))
-    }
-
     fn screendump_of(&mut self, mut arguments: Value) -> (u32, u32, Vec<u8>) {
         let path = self.dir.join("screendump.png");
         let _ = std::fs::remove_file(&path);

@@ -438,6 +438,7 @@ impl QemuListener {
             wake: wake_tx,
             stop: stop.clone(),
             current: Current::None,
+            last_dmabuf: None,
         };
         let thread = std::thread::Builder::new()
             .name("guestfb-qemu-listener".into())
@@ -536,6 +537,11 @@ struct Worker {
     wake: UnixStream,
     stop: Arc<AtomicBool>,
     current: Current,
+    /// The size of the last dma-buf scanout, kept across `Disable`: QEMU 10's gl=on
+    /// console sends `Disable` between a virtio-gpu blob's `ScanoutDMABUF` and its
+    /// `UpdateDMABUF` (its console resize switches surfaces), and the update still
+    /// means that dma-buf.
+    last_dmabuf: Option<(u32, u32)>,
 }
 
 /// What handling one call produced.
@@ -761,12 +767,18 @@ impl Worker {
             }
             (Some(LISTENER_IFACE) | None, "UpdateDMABUF") => {
                 let (x, y, w, h): (i32, i32, i32, i32) = body.deserialize().map_err(bad_body)?;
-                let Current::Dmabuf { width, height } = self.current else {
-                    return Err(QemuError::NoScanout {
-                        method: "UpdateDMABUF",
-                    });
+                let (width, height) = match (&self.current, self.last_dmabuf) {
+                    (&Current::Dmabuf { width, height }, _) => (width, height),
+                    // After a Disable: the last dma-buf is shown again.
+                    (Current::None, Some(size)) => size,
+                    _ => {
+                        return Err(QemuError::NoScanout {
+                            method: "UpdateDMABUF",
+                        })
+                    }
                 };
                 let rect = checked_rect(x, y, w, h, width, height)?;
+                self.current = Current::Dmabuf { width, height };
                 let (ack, presented) = FrameToken::new();
                 Ok(Outcome::Gated(
                     QemuEvent::UpdateDmabuf { rect, ack },
@@ -942,6 +954,7 @@ impl Worker {
             storage: Storage::Owned(data),
         });
         self.current = Current::Owned(frame.clone());
+        self.last_dmabuf = None;
         Ok(Outcome::Event(QemuEvent::Scanout { frame }))
     }
 
@@ -1088,6 +1101,7 @@ impl Worker {
             // A dma-buf (a virtio-gpu blob's udmabuf, where QEMU passes it as the
             // surface's share handle): a dma-buf scanout, shown without a copy.
             self.current = Current::Dmabuf { width, height };
+            self.last_dmabuf = Some((width, height));
             return Ok(Outcome::Event(QemuEvent::ScanoutDmabuf {
                 scanout: DmaBufScanout {
                     planes: vec![DmaBufPlane { fd, offset, stride }],
@@ -1120,6 +1134,7 @@ impl Worker {
             storage: Storage::Mapped { mapping, sealed },
         });
         self.current = Current::Mapped(frame.clone());
+        self.last_dmabuf = None;
         Ok(Outcome::Event(QemuEvent::ScanoutMap { frame }))
     }
 
@@ -1196,6 +1211,7 @@ impl Worker {
             width: backing_width,
             height: backing_height,
         };
+        self.last_dmabuf = Some((backing_width, backing_height));
         Ok(Outcome::Event(QemuEvent::ScanoutDmabuf {
             scanout: DmaBufScanout {
                 planes,
