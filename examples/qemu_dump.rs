@@ -96,29 +96,12 @@ fn dump_dmabuf(
     scanout: guestfb::source::qemu::DmaBufScanout,
     output: &std::path::Path,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    use guestfb::export::{ExportedFramebuffer, FramebufferDesc, PlaneDesc};
+    use guestfb::export::ExportedFramebuffer;
     use guestfb::import::convert::{Dest, DestFormat};
     use guestfb::import::CpuMapping;
     use guestfb::rect::Rect;
 
-    let planes = scanout
-        .planes
-        .iter()
-        .map(|p| PlaneDesc {
-            offset: u64::from(p.offset),
-            stride: p.stride,
-        })
-        .collect();
-    let desc = FramebufferDesc {
-        fourcc: scanout.fourcc,
-        modifier: scanout.modifier.raw(),
-        width: scanout.backing_width,
-        height: scanout.backing_height,
-        visible: Some(scanout.visible),
-        planes,
-        y0_top: scanout.y0_top,
-        ranges: Vec::new(),
-    };
+    let desc = scanout.framebuffer_desc();
     let (method, visible) = (scanout.method, scanout.visible);
     let fd = scanout
         .planes

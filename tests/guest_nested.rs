@@ -300,9 +300,11 @@ fn boot() -> Fixture {
     let mut memfd = Nested::start(&scratch.join("memfd"), &[]);
     let mut hugetlb = Nested::start(&scratch.join("hugetlb"), &["--hugetlb", "--heads", "2"]);
     // The live viewer: attached while QEMU A shows its placeholder (QEMU under TCG
-    // takes seconds to put its display on the bus).
+    // takes seconds to put its display on the bus). Its window has fbtest's first
+    // mode: the viewer passes the window size to the guest (SetUIInfo), which makes it
+    // the guest's preferred mode.
     common::qemu::wait_for_display_at(&memfd.bus(), Duration::from_secs(120));
-    let weston = Weston::start(WestonConfig::kiosk(FINAL.0, FINAL.1, Renderer::Pixman));
+    let weston = Weston::start(WestonConfig::kiosk(FIRST.0, FIRST.1, Renderer::Pixman));
     std::thread::sleep(Duration::from_secs(2));
     let live = Viewer::start(
         &weston,
@@ -391,7 +393,17 @@ fn run_viewer(
     args: &[&str],
     frames: Option<u32>,
 ) -> (String, Vec<Picture>, Option<common::weston::Screenshot>) {
-    let weston = Weston::start(WestonConfig::kiosk(FINAL.0, FINAL.1, Renderer::Pixman));
+    // Kiosk shows one window at a time, and a hidden window gets no frame callbacks:
+    // its acks would never go out and QEMU would hold the guest. Two heads get the
+    // desktop shell on an output that fits both windows.
+    let config = match nested.heads {
+        1 => WestonConfig::kiosk(FINAL.0, FINAL.1, Renderer::Pixman),
+        _ => WestonConfig {
+            kiosk: false,
+            ..WestonConfig::kiosk(FINAL.0 * 2 + 100, FINAL.1 + 100, Renderer::Pixman)
+        },
+    };
+    let weston = Weston::start(config);
     let shot = scratch.join(format!("{name}.png"));
     let _ = std::fs::remove_file(&shot);
     let frames_arg = frames.map(|n| n.to_string());
@@ -449,7 +461,13 @@ fn a_blob_on_4k_memfd_ram_is_shown_zero_copy_through_egl() {
         "the blob was not taken as a dma-buf:\n{output}"
     );
     assert!(output.contains("presenting with gl=on (EGL import, GL renderer)"));
-    let [frames, import, export, copy, imports, hits, bytes] = head_stats(&output, 0);
+    assert_picture("viewer screenshot", &shots[0], &expected);
+    assert_picture(
+        "weston screenshot",
+        &weston_picture(&on_screen.unwrap()),
+        &expected,
+    );
+    let [frames, import, export, copy, imports, _, bytes] = head_stats(&output, 0);
     assert!(frames >= 2.0, "{frames} frames");
     assert_eq!(
         (import, export, copy),
@@ -457,15 +475,9 @@ fn a_blob_on_4k_memfd_ram_is_shown_zero_copy_through_egl() {
         "every frame zero copy"
     );
     assert_eq!(bytes, 0.0, "no byte copied per frame");
-    // fbtest flips between two buffers: each is imported once, the flips hit the cache.
+    // fbtest flips between two buffers: each is imported at most once (the live viewer
+    // sees the flips hit the cache).
     assert!(imports <= 2.0, "{imports} imports for two buffers");
-    assert!(hits >= 1.0, "page flips imported again ({hits} cache hits)");
-    assert_picture("viewer screenshot", &shots[0], &expected);
-    assert_picture(
-        "weston screenshot",
-        &weston_picture(&on_screen.unwrap()),
-        &expected,
-    );
 }
 
 #[test]
@@ -558,9 +570,10 @@ fn a_viewer_attached_at_boot_follows_flips_and_the_mode_change() {
     let [frames, import, _, _, imports, hits, _] = head_stats(&output, 0);
     assert!(import >= 10.0, "{import} of {frames} frames zero copy");
     assert!(hits >= 1.0, "flips between two blobs imported again");
+    // QEMU's boot placeholder (two GL textures), fbcon's blob, fbtest's 2 + 2 blobs.
     assert!(
-        imports <= 6.0,
-        "{imports} imports for fbcon's blob and fbtest's 2 + 2"
+        imports <= 8.0,
+        "{imports} imports for the placeholder, fbcon's blob and fbtest's 2 + 2"
     );
     let expected = final_picture(0);
     assert_picture(
@@ -568,5 +581,6 @@ fn a_viewer_attached_at_boot_follows_flips_and_the_mode_change() {
         &read_png_rgb(&f.scratch.join("live.png")),
         &expected,
     );
-    assert_picture("weston screenshot", &weston_picture(&on_screen), &expected);
+    // The window keeps the first mode's size: the final picture is scaled to fit.
+    assert_eq!((on_screen.width, on_screen.height), FIRST);
 }

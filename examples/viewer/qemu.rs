@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use guestfb::export::{
     ExportedFramebuffer, Exporter, FramebufferDesc, GuestMemory, PinManager, PinPolicy, PinPurpose,
-    PlaneDesc,
 };
 use guestfb::format::PixelFormat;
 use guestfb::import::convert::{self, Dest, DestFormat, Source, SourcePlane};
@@ -438,23 +437,16 @@ impl Head {
     /// The export of a QEMU dma-buf scanout: cached per buffer and layout, so a guest
     /// flipping between two blobs imports each once.
     fn dmabuf_export(&mut self, scanout: DmaBufScanout) -> Result<ExportedFramebuffer, Error> {
+        let desc = scanout.framebuffer_desc();
         let mut planes = scanout.planes.into_iter();
         let first = planes.next().ok_or("a dma-buf scanout without planes")?;
         let inode = rustix::fs::fstat(&first.fd)?.st_ino;
-        let mut plane_descs = vec![PlaneDesc {
-            offset: u64::from(first.offset),
-            stride: first.stride,
-        }];
         for plane in planes {
             if rustix::fs::fstat(&plane.fd)?.st_ino != inode {
                 return Err("the planes are in different dma-bufs; only one buffer per \
                             scanout is shown"
                     .into());
             }
-            plane_descs.push(PlaneDesc {
-                offset: u64::from(plane.offset),
-                stride: plane.stride,
-            });
         }
         let key = ImportKey {
             inode,
@@ -476,16 +468,6 @@ impl Head {
             other => {
                 return Err(format!("QEMU's scanout is a {}, not a dma-buf", other.name()).into())
             }
-        };
-        let desc = FramebufferDesc {
-            fourcc: scanout.fourcc,
-            modifier: scanout.modifier.raw(),
-            width: scanout.backing_width,
-            height: scanout.backing_height,
-            visible: Some(scanout.visible),
-            planes: plane_descs,
-            y0_top: scanout.y0_top,
-            ranges: Vec::new(),
         };
         // A udmabuf pins its pages long-term on kernels whose probe says so.
         let longterm = exporter == "udmabuf" && self.pins.semantics().longterm_pin.is_longterm();

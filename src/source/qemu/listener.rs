@@ -25,6 +25,7 @@ use zbus::zvariant::{self, OwnedValue, Value};
 
 use super::pixman;
 use super::QemuError;
+use crate::export::{FramebufferDesc, PlaneDesc};
 use crate::format::{Modifier, PixelFormat};
 use crate::rect::Rect;
 use crate::sys;
@@ -236,7 +237,8 @@ pub struct DmaBufScanout {
     pub backing_height: u32,
     /// The part of the backing buffer that is the display (what to draw).
     pub visible: Rect,
-    /// True when row 0 is the top of the picture; false: flip when drawing.
+    /// True when memory row 0 is the top of the picture; false: flip when drawing.
+    /// (QEMU's own `y0_top` argument means the opposite and is inverted on receipt.)
     pub y0_top: bool,
     /// The D-Bus method that brought it: `ScanoutDMABUF` or `ScanoutDMABUF2` (gl=on),
     /// or `ScanoutMap` (gl=off, when QEMU's surface is a dma-buf: a virtio-gpu blob's
@@ -248,6 +250,31 @@ impl DmaBufScanout {
     /// The guestfb pixel format of the fourcc, when guestfb knows it.
     pub fn format(&self) -> Option<PixelFormat> {
         PixelFormat::from_fourcc(self.fourcc)
+    }
+
+    /// The scanout as a framebuffer description of a dma-buf (planes as offsets into
+    /// it, no guest ranges), for [`ExportedFramebuffer::from_peer_dmabuf`]: every number
+    /// is validated there against the dma-buf's size.
+    ///
+    /// [`ExportedFramebuffer::from_peer_dmabuf`]: crate::export::ExportedFramebuffer::from_peer_dmabuf
+    pub fn framebuffer_desc(&self) -> FramebufferDesc {
+        FramebufferDesc {
+            fourcc: self.fourcc,
+            modifier: self.modifier.raw(),
+            width: self.backing_width,
+            height: self.backing_height,
+            visible: Some(self.visible),
+            planes: self
+                .planes
+                .iter()
+                .map(|plane| PlaneDesc {
+                    offset: u64::from(plane.offset),
+                    stride: plane.stride,
+                })
+                .collect(),
+            y0_top: self.y0_top,
+            ranges: Vec::new(),
+        }
     }
 }
 
@@ -1149,9 +1176,15 @@ impl Worker {
         modifier: u64,
         (backing_width, backing_height): (u32, u32),
         visible: Rect,
-        y0_top: bool,
+        qemu_y0_top: bool,
         method: &'static str,
     ) -> Handled {
+        // QEMU's flag follows GL's texture origin, the opposite of guestfb's "memory
+        // row 0 is the top": a virtio-gpu blob, stored top row first (QEMU's own gl=off
+        // screendump of it is upright), comes with y0_top = false, and a GL-rendered
+        // (bottom-up) virgl scanout with true. Seen with QEMU 10.0.2 in
+        // tests/guest_nested.rs: taking the flag as guestfb's drew blobs upside down.
+        let y0_top = !qemu_y0_top;
         let n = num_planes as usize;
         if !(1..=4).contains(&n) || fds.len() < n || offsets.len() < n || strides.len() < n {
             return Err(QemuError::BadPlanes {
