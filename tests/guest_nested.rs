@@ -296,6 +296,14 @@ fn boot() -> Fixture {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")))
         .join("guest_nested");
+    // weston's GL renderer (for linux-dmabuf passthrough) picks vgem's render node
+    // (kms_swrast) and crashes on a dma-buf import; without vgem it runs on llvmpipe.
+    // vkms' card, which QEMU's GBM uses, keeps its number.
+    let status = Command::new("rmmod").arg("vgem").status();
+    assert!(
+        !Path::new("/sys/module/vgem").exists(),
+        "rmmod vgem failed ({status:?})"
+    );
     let started = Instant::now();
     let mut memfd = Nested::start(&scratch.join("memfd"), &[]);
     let mut hugetlb = Nested::start(&scratch.join("hugetlb"), &["--hugetlb", "--heads", "2"]);
@@ -392,15 +400,16 @@ fn run_viewer(
     name: &str,
     args: &[&str],
     frames: Option<u32>,
+    renderer: Renderer,
 ) -> (String, Vec<Picture>, Option<common::weston::Screenshot>) {
     // Kiosk shows one window at a time, and a hidden window gets no frame callbacks:
     // its acks would never go out and QEMU would hold the guest. Two heads get the
     // desktop shell on an output that fits both windows.
     let config = match nested.heads {
-        1 => WestonConfig::kiosk(FINAL.0, FINAL.1, Renderer::Pixman),
+        1 => WestonConfig::kiosk(FINAL.0, FINAL.1, renderer),
         _ => WestonConfig {
             kiosk: false,
-            ..WestonConfig::kiosk(FINAL.0 * 2 + 100, FINAL.1 + 100, Renderer::Pixman)
+            ..WestonConfig::kiosk(FINAL.0 * 2 + 100, FINAL.1 + 100, renderer)
         },
     };
     let weston = Weston::start(config);
@@ -455,6 +464,7 @@ fn a_blob_on_4k_memfd_ram_is_shown_zero_copy_through_egl() {
         "egl-memfd",
         &["--gl", "on", "--present", "gl"],
         None,
+        Renderer::Pixman,
     );
     assert!(
         output.contains("QEMU dma-buf (ScanoutDMABUF, udmabuf, 800x600 XRGB8888)"),
@@ -491,8 +501,14 @@ fn a_blob_on_4k_memfd_ram_is_shown_zero_copy_through_egl() {
 fn a_blob_with_gl_off_is_read_through_the_udmabuf_mmap() {
     let Some(f) = fixture() else { return };
     let expected = final_picture(0);
-    let (output, shots, on_screen) =
-        run_viewer(&f.scratch, &f.memfd, "gl-off", &["--gl", "off"], None);
+    let (output, shots, on_screen) = run_viewer(
+        &f.scratch,
+        &f.memfd,
+        "gl-off",
+        &["--gl", "off"],
+        None,
+        Renderer::Pixman,
+    );
     assert!(output.contains("QEMU dma-buf (ScanoutDMABUF, udmabuf, 800x600 XRGB8888)"));
     assert!(
         !output.contains("presenting with gl=on"),
@@ -519,6 +535,7 @@ fn blobs_on_hugetlb_ram_are_shown_zero_copy_on_two_heads() {
         "egl-hugetlb",
         &["--gl", "on", "--present", "gl", "--console", "all"],
         Some(6),
+        Renderer::Pixman,
     );
     assert_eq!(shots.len(), 2, "one screenshot per head:\n{output}");
     for head in 0..2 {
@@ -590,4 +607,32 @@ fn a_viewer_attached_at_boot_follows_flips_and_the_mode_change() {
     );
     // The window keeps the first mode's size: the final picture is scaled to fit.
     assert_eq!((on_screen.width, on_screen.height), FIRST);
+}
+
+#[test]
+fn a_blob_is_handed_to_the_compositor_zero_copy_by_passthrough() {
+    let Some(f) = fixture() else { return };
+    let expected = final_picture(0);
+    let (output, shots, on_screen) = run_viewer(
+        &f.scratch,
+        &f.memfd,
+        "passthrough",
+        &["--gl", "on", "--present", "passthrough"],
+        None,
+        Renderer::Gl,
+    );
+    assert!(
+        output.contains("presenting with gl=on (linux-dmabuf passthrough)"),
+        "not shown through passthrough:\n{output}"
+    );
+    // weston's GL renderer samples QEMU's udmabuf (the guest's RAM) itself.
+    assert_picture(
+        "weston screenshot",
+        &weston_picture(&on_screen.unwrap()),
+        &expected,
+    );
+    assert_picture("viewer screenshot", &shots[0], &expected);
+    let [frames, import, _, copy, _, _, bytes] = head_stats(&output, 0);
+    assert_eq!((import, copy), (frames, 0.0), "every frame zero copy");
+    assert_eq!(bytes, 0.0, "no byte copied per frame");
 }

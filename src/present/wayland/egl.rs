@@ -221,6 +221,11 @@ impl EglPresenter {
         {
             self.last = None;
         }
+        // The texture is deleted on this presenter's context (see `present`).
+        let surface = self.egl_window.as_ref().map(|w| w.surface);
+        if self.importer().make_current(surface).is_err() {
+            return false;
+        }
         self.importer_mut().forget(buffer_id)
     }
 
@@ -307,12 +312,16 @@ impl EglPresenter {
         };
         let (surface, size) = (window.surface, window.size);
         let export = export.cloned().or_else(|| self.last.clone());
+        // Current before the import: with several windows in one thread (one per QEMU
+        // head) another presenter's context may be current, and the import's texture
+        // calls would go to it (seen: GL_INVALID_VALUE from glEGLImageTargetTexture2DOES
+        // on the second head).
+        self.importer().make_current(Some(surface))?;
         let texture = match &export {
             Some(export) => Some((self.importer_mut().import_export(export)?, export.clone())),
             None => None,
         };
         let importer = self.importer();
-        importer.make_current(Some(surface))?;
         let gl = importer.gl();
         let renderer = self.renderer.as_ref().expect("renderer lives until drop");
         match &texture {
