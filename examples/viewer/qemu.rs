@@ -367,7 +367,7 @@ impl Head {
         self.shown = shown;
         let (width, height) = self
             .picture_size()
-            .unwrap_or((self.presenter_frame_size().0, self.presenter_frame_size().1));
+            .unwrap_or_else(|| self.presenter_frame_size());
         let want_zero_copy =
             matches!(self.shown, Shown::Export { .. }) && self.zero_copy_off.is_none();
         if want_zero_copy && !self.presenter.is_zero_copy() {
