@@ -10,7 +10,6 @@
 //! Input (keys, pointer in frame pixels, buttons, wheel) goes back to the console; the
 //! guest's cursor is shown as the window's pointer image.
 
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +27,6 @@ use guestfb::source::qemu::{
     QemuListener, SharedFrame, UiInfo,
 };
 use guestfb::sys::dmabuf::DmaBuf;
-use guestfb::sys::fdkind::{self, FdKind};
 
 use crate::presenter::{
     open_zero_copy, save_screenshot, stop_on_signals, stop_requested, write_png, Error, GlMode,
@@ -463,12 +461,7 @@ impl Head {
             self.stats.import_hits += 1;
             return Ok(export);
         }
-        let exporter = match fdkind::classify(first.fd.as_fd())? {
-            FdKind::DmaBuf { exporter, .. } => exporter,
-            other => {
-                return Err(format!("QEMU's scanout is a {}, not a dma-buf", other.name()).into())
-            }
-        };
+        let exporter = scanout.exporter;
         // A udmabuf pins its pages long-term on kernels whose probe says so.
         let longterm = exporter == "udmabuf" && self.pins.semantics().longterm_pin.is_longterm();
         let buffer_id = self.next_buffer_id;

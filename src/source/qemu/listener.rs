@@ -244,6 +244,9 @@ pub struct DmaBufScanout {
     /// or `ScanoutMap` (gl=off, when QEMU's surface is a dma-buf: a virtio-gpu blob's
     /// udmabuf).
     pub method: &'static str,
+    /// The dma-buf's exporter, from its fdinfo (`udmabuf`: guest RAM pages, pinned
+    /// long-term by the kernel on Linux ≥ 6.11).
+    pub exporter: String,
 }
 
 impl DmaBufScanout {
@@ -1125,6 +1128,10 @@ impl Worker {
             });
         }
         let Some(sealed_for_udmabuf) = memfd_sealed else {
+            let exporter = match kind {
+                FdKind::DmaBuf { exporter, .. } => exporter,
+                _ => String::new(),
+            };
             // A dma-buf (a virtio-gpu blob's udmabuf, where QEMU passes it as the
             // surface's share handle): a dma-buf scanout, shown without a copy.
             self.current = Current::Dmabuf { width, height };
@@ -1139,6 +1146,7 @@ impl Worker {
                     visible: Rect::full(width, height),
                     y0_top: true,
                     method: "ScanoutMap",
+                    exporter,
                 },
             }));
         };
@@ -1194,9 +1202,10 @@ impl Worker {
                 strides: strides.len(),
             });
         }
+        let mut exporter = String::new();
         for fd in fds.iter().take(n) {
             match fdkind::classify(fd.as_fd())? {
-                FdKind::DmaBuf { .. } => {}
+                FdKind::DmaBuf { exporter: name, .. } => exporter = name,
                 other => {
                     return Err(QemuError::NotShareable {
                         method,
@@ -1255,6 +1264,7 @@ impl Worker {
                 visible,
                 y0_top,
                 method,
+                exporter,
             },
         }))
     }
