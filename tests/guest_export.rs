@@ -505,3 +505,56 @@ fn a_peer_dmabuf_is_classified_validated_and_read_exactly() {
         }
     }
 }
+
+#[test]
+fn a_peer_dmabuf_tells_hugetlb_pages_from_base_pages() {
+    use guestfb::export::{ExportedFramebuffer, PlaneDesc};
+    use guestfb::sys::pagemap::PageKind;
+    use guestfb::sys::udmabuf::{Range, Udmabuf};
+
+    if !common::require_guest("a_peer_dmabuf_tells_hugetlb_pages_from_base_pages") {
+        return;
+    }
+    // A peer (QEMU) hands over a udmabuf of its guest RAM: whether hugetlb folios back
+    // it decides the KMS presenter's vmap-quirk avoidance, and nothing in the dma-buf
+    // says so but the pages themselves.
+    for hugetlb in [false, true] {
+        let size = 2 * MIB;
+        let memfd = if hugetlb {
+            Memfd::create_hugetlb("peer-2m", 2 * MIB).unwrap()
+        } else {
+            Memfd::create("peer-4k").unwrap()
+        };
+        memfd.set_size(size).unwrap();
+        memfd.add_seals(Seals::SHRINK).unwrap();
+        let dmabuf = Udmabuf::open()
+            .unwrap()
+            .create(Range {
+                memfd: memfd.as_fd(),
+                offset: 0,
+                size,
+            })
+            .unwrap();
+        let expected = if hugetlb {
+            PageKind::Hugetlb
+        } else {
+            PageKind::Other
+        };
+        assert_eq!(dmabuf.first_page_kind(), expected, "hugetlb {hugetlb}");
+        let desc = FramebufferDesc {
+            fourcc: PixelFormat::Xrgb8888.fourcc() as u32,
+            modifier: 0,
+            width: 256,
+            height: 256,
+            visible: None,
+            planes: vec![PlaneDesc {
+                offset: 0,
+                stride: 1024,
+            }],
+            y0_top: true,
+            ranges: Vec::new(),
+        };
+        let export = ExportedFramebuffer::from_peer_dmabuf(1, dmabuf, &desc, true).unwrap();
+        assert_eq!(export.may_be_hugetlb(), hugetlb, "hugetlb {hugetlb}");
+    }
+}

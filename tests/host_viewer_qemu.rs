@@ -332,3 +332,25 @@ fn pointer_motion_and_clicks_on_the_window_reach_qemu() {
         );
     }
 }
+
+#[test]
+fn kms_output_refuses_options_it_cannot_honour_before_connecting() {
+    // Checked before QEMU is reached: the address does not exist.
+    for (args, expected) in [
+        (
+            &["--gl", "off"][..],
+            "--gl off copies into a Wayland window; --output kms scans QEMU's dma-bufs out",
+        ),
+        (&["--present", "gl"][..], "--output kms has one (the plane)"),
+    ] {
+        let output = Command::new(common::example_binary("viewer"))
+            .args(["--source", "qemu:unix:path=/nonexistent/guestfb-bus"])
+            .args(["--output", "kms:/dev/dri/card0"])
+            .args(args)
+            .output()
+            .expect("run the viewer");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}

@@ -363,10 +363,19 @@ mod viewer {
         Ok(())
     }
 
-    /// `--source qemu`: QEMU's console(s) on the gl=off path.
+    /// `--source qemu`: QEMU's console(s) in Wayland windows, or one on a KMS plane.
     #[cfg(feature = "qemu")]
     fn run_qemu(args: &Args, address: &str) -> Result<(), Error> {
+        let output = match &args.output {
+            Output::Auto if std::env::var_os("WAYLAND_DISPLAY").is_none() => {
+                println!("viewer: no WAYLAND_DISPLAY: output kms");
+                crate::qemu::QemuOutput::Kms(None)
+            }
+            Output::Auto | Output::Wayland => crate::qemu::QemuOutput::Wayland,
+            Output::Kms(device) => crate::qemu::QemuOutput::Kms(device.clone()),
+        };
         crate::qemu::run(crate::qemu::QemuArgs {
+            output,
             gl: args.gl,
             present: args.present,
             frames: args.frames,

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::sys::dmabuf::{Access, DmaBuf, Mapping};
+use crate::sys::pagemap::PageKind;
 
 use super::desc::{FramebufferDesc, ValidatedFramebuffer};
 use super::memory::GuestMemory;
@@ -51,6 +52,8 @@ enum Backing {
     Peer {
         dmabuf: DmaBuf,
         longterm: bool,
+        /// The memory under its first page.
+        page_kind: PageKind,
         /// The CPU mapping, made on the first read.
         mapping: Mutex<Option<Mapping>>,
     },
@@ -118,7 +121,8 @@ impl ExportedFramebuffer {
     /// ([`FramebufferDesc::validate_in_dmabuf`]). `longterm`: whether its maker pinned
     /// the pages long-term (a udmabuf on Linux ≥ 6.11 does), which direct scanout needs.
     ///
-    /// Nothing is imported or mapped here; the generation is 1.
+    /// Nothing is imported here; the first page is mapped for a moment to learn whether
+    /// hugetlb pages back the buffer ([`DmaBuf::first_page_kind`]). The generation is 1.
     pub fn from_peer_dmabuf(
         buffer_id: BufferId,
         dmabuf: DmaBuf,
@@ -126,6 +130,7 @@ impl ExportedFramebuffer {
         longterm: bool,
     ) -> Result<Self, ExportError> {
         let layout = desc.validate_in_dmabuf(dmabuf.size())?;
+        let page_kind = dmabuf.first_page_kind();
         Ok(Self {
             inner: Arc::new(ExportInner {
                 buffer_id,
@@ -134,6 +139,7 @@ impl ExportedFramebuffer {
                 backing: Backing::Peer {
                     dmabuf,
                     longterm,
+                    page_kind,
                     mapping: Mutex::new(None),
                 },
             }),
@@ -169,6 +175,21 @@ impl ExportedFramebuffer {
         match &self.inner.backing {
             Backing::Pinned(lease) => lease.is_longterm(),
             Backing::Peer { longterm, .. } => *longterm,
+        }
+    }
+
+    /// Whether hugetlb folios may back the buffer (what the 6.12 udmabuf vmap quirk
+    /// needs to show wrong pixels): guestfb's own exports know their memfds; a peer's
+    /// dma-buf was looked at through its first page, and "unknown" counts as maybe.
+    pub fn may_be_hugetlb(&self) -> bool {
+        match &self.inner.backing {
+            Backing::Pinned(_) => self
+                .inner
+                .layout
+                .pieces()
+                .iter()
+                .any(|piece| piece.memfd.is_hugetlb()),
+            Backing::Peer { page_kind, .. } => *page_kind != PageKind::Other,
         }
     }
 

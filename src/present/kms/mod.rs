@@ -1452,7 +1452,7 @@ impl KmsPresenter {
         if !layout.y0_top() && !self.pipe.plane_props.by_name.contains_key("rotation") {
             return Ok(ScanoutPath::Copy(CopyReason::BottomUpWithoutReflect));
         }
-        if self.vmap_quirk && layout.pieces().iter().any(|piece| piece.memfd.is_hugetlb()) {
+        if self.vmap_quirk && export.may_be_hugetlb() {
             return Ok(ScanoutPath::Copy(CopyReason::HugetlbVmapQuirk));
         }
         Ok(ScanoutPath::Direct)

@@ -1,37 +1,43 @@
 //! `--source qemu[:ADDRESS]`: QEMU's D-Bus display (`-display dbus`) as the guest.
 //!
-//! One window (a gl=off [`ShmPresenter`]) per shown graphic console, each with its own
-//! listener. Pixels come either over the socket (`Scanout`/`Update`) or, by default, in
-//! QEMU's shared surface memory (`ScanoutMap`/`UpdateMap`); each update's damage is
-//! converted into the window's XRGB8888 buffer. QEMU's update calls are answered only
-//! after the frame that shows them was presented (the compositor's frame callback):
-//! while the window is not ready, updates are coalesced and their acks kept.
+//! One window per shown graphic console, each with its own listener. QEMU's dma-bufs
+//! (gl=on `ScanoutDMABUF`, a blob's udmabuf) are shown zero copy by the EGL or
+//! linux-dmabuf presenter, imports cached per buffer (`imports.rs`); CPU surfaces —
+//! pixel data over the socket (`Scanout`/`Update`) or QEMU's shared surface memory
+//! (`ScanoutMap`/`UpdateMap`) — have each update's damage converted into a wl_shm
+//! window. QEMU's update calls are answered only after the frame that shows them was
+//! presented (the compositor's frame callback): while the window is not ready, updates
+//! are coalesced and their acks kept. `--output kms` shows one console on a KMS plane
+//! instead (`kms.rs`).
 //!
 //! Input (keys, pointer in frame pixels, buttons, wheel) goes back to the console; the
 //! guest's cursor is shown as the window's pointer image.
 
+mod imports;
+mod keys;
+#[cfg(feature = "kms")]
+mod kms;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use guestfb::export::{
-    ExportedFramebuffer, Exporter, FramebufferDesc, GuestMemory, PinManager, PinPolicy, PinPurpose,
-};
+use guestfb::export::ExportedFramebuffer;
 use guestfb::format::PixelFormat;
 use guestfb::import::convert::{self, Dest, DestFormat, Source, SourcePlane};
 use guestfb::import::CpuMapping;
 use guestfb::present::wayland::{PresenterEvent, WindowOptions};
 use guestfb::rect::Rect;
 use guestfb::source::qemu::{
-    DmaBufScanout, ListenerOptions, MouseButton, QemuAddress, QemuConsole, QemuDisplay, QemuEvent,
-    QemuListener, SharedFrame, UiInfo,
+    ListenerOptions, MouseButton, QemuAddress, QemuConsole, QemuDisplay, QemuEvent, QemuListener,
+    SharedFrame, UiInfo,
 };
-use guestfb::sys::dmabuf::DmaBuf;
 
 use crate::presenter::{
     open_zero_copy, save_screenshot, stop_on_signals, stop_requested, write_png, Error, GlMode,
-    PresentMode, Presenter, ShowError, Stats,
+    PresentMode, Presenter, ShowError,
 };
+use imports::{process_cpu_time, FramePath, HeadStats, Imports};
+pub use keys::{parse_keys, KeyList};
 
 /// Which consoles get a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,122 +78,18 @@ pub struct QemuArgs {
     pub frames: u64,
     /// Write each head's last picture here (head N > 0: `NAME-N.png`).
     pub screenshot: Option<PathBuf>,
+    /// Where the consoles are shown.
+    pub output: QemuOutput,
 }
 
-/// Key names for `--send-keys` and their evdev codes.
-const KEY_NAMES: &[(&str, u32)] = &[
-    ("esc", 1),
-    ("1", 2),
-    ("2", 3),
-    ("3", 4),
-    ("4", 5),
-    ("5", 6),
-    ("6", 7),
-    ("7", 8),
-    ("8", 9),
-    ("9", 10),
-    ("0", 11),
-    ("minus", 12),
-    ("equal", 13),
-    ("backspace", 14),
-    ("tab", 15),
-    ("q", 16),
-    ("w", 17),
-    ("e", 18),
-    ("r", 19),
-    ("t", 20),
-    ("y", 21),
-    ("u", 22),
-    ("i", 23),
-    ("o", 24),
-    ("p", 25),
-    ("enter", 28),
-    ("ctrl", 29),
-    ("a", 30),
-    ("s", 31),
-    ("d", 32),
-    ("f", 33),
-    ("g", 34),
-    ("h", 35),
-    ("j", 36),
-    ("k", 37),
-    ("l", 38),
-    ("shift", 42),
-    ("z", 44),
-    ("x", 45),
-    ("c", 46),
-    ("v", 47),
-    ("b", 48),
-    ("n", 49),
-    ("m", 50),
-    ("alt", 56),
-    ("space", 57),
-    ("f1", 59),
-    ("f2", 60),
-    ("f3", 61),
-    ("f4", 62),
-    ("f5", 63),
-    ("f6", 64),
-    ("f7", 65),
-    ("f8", 66),
-    ("f9", 67),
-    ("f10", 68),
-    ("f11", 87),
-    ("f12", 88),
-    ("home", 102),
-    ("up", 103),
-    ("pageup", 104),
-    ("left", 105),
-    ("right", 106),
-    ("end", 107),
-    ("down", 108),
-    ("pagedown", 109),
-    ("insert", 110),
-    ("delete", 111),
-];
-
-/// Evdev key codes of `--send-keys`.
+/// Where `--source qemu` shows the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyList(pub Vec<u32>);
-
-/// Parses `--send-keys KEY[,KEY…]` into evdev codes (names as in [`KEY_NAMES`], or
-/// decimal codes).
-pub fn parse_keys(text: &str) -> Result<KeyList, String> {
-    text.split(',')
-        .filter(|name| !name.is_empty())
-        .map(|name| {
-            let lower = name.trim().to_ascii_lowercase();
-            KEY_NAMES
-                .iter()
-                .find(|(known, _)| *known == lower)
-                .map(|&(_, code)| code)
-                .or_else(|| lower.parse().ok())
-                .ok_or_else(|| format!("unknown key {name:?}"))
-        })
-        .collect::<Result<_, _>>()
-        .map(KeyList)
-}
-
-/// How a head's current picture reaches the window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FramePath {
-    /// QEMU's dma-buf (a virtio-gpu blob's udmabuf via `ScanoutMap`, or a gl=on
-    /// `ScanoutDMABUF`) shown as it is.
-    DmabufImport,
-    /// QEMU's sealed surface memfd exported as a udmabuf by guestfb's `Exporter`.
-    MemfdExport,
-    /// Pixels copied: pixel data over the socket, or an unsealed memfd mapped.
-    Copy,
-}
-
-impl FramePath {
-    fn name(self) -> &'static str {
-        match self {
-            Self::DmabufImport => "dma-buf import",
-            Self::MemfdExport => "memfd export",
-            Self::Copy => "copy",
-        }
-    }
+pub enum QemuOutput {
+    /// One Wayland window per console.
+    Wayland,
+    /// One console on a KMS plane of this card (`None`: the first with a connected
+    /// connector).
+    Kms(Option<PathBuf>),
 }
 
 /// What a head shows.
@@ -204,57 +106,6 @@ enum Shown {
     },
 }
 
-/// What makes one dma-buf import the same as another: the buffer and its layout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct ImportKey {
-    inode: u64,
-    offset: u32,
-    stride: u32,
-    width: u32,
-    height: u32,
-    fourcc: u32,
-}
-
-/// Per-head counters, printed at exit.
-#[derive(Debug, Default)]
-struct HeadStats {
-    frames: Stats,
-    by_path: [u64; 3],
-    imports: u64,
-    import_hits: u64,
-    /// QEMU's update → the compositor's frame callback for the frame that showed it.
-    latencies: Vec<Duration>,
-}
-
-/// The `q`-quantile of `values` (sorted in place), in milliseconds.
-fn quantile_ms(values: &mut [Duration], q: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort();
-    let index = ((values.len() - 1) as f64 * q).round() as usize;
-    values[index].as_secs_f64() * 1e3
-}
-
-/// User + system CPU time of this process (all its threads).
-fn process_cpu_time() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes one `struct rusage` into the buffer it is given.
-    let usage = match unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } {
-        // SAFETY: a zeroed rusage is valid, and getrusage filled it on success.
-        0 => unsafe { usage.assume_init() },
-        _ => return Duration::ZERO,
-    };
-    let time = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-    };
-    time(usage.ru_utime) + time(usage.ru_stime)
-}
-
-/// Up to this many dma-buf imports are kept per head (a guest flipping between two
-/// or three buffers imports each once).
-const IMPORT_CACHE: usize = 4;
-
 /// One console in one window.
 struct Head {
     id: u32,
@@ -264,11 +115,8 @@ struct Head {
     title: String,
     gl: GlMode,
     present: PresentMode,
-    pins: PinManager,
     shown: Shown,
-    /// Imports of QEMU's dma-bufs by buffer, most recent last.
-    imports: Vec<(ImportKey, ExportedFramebuffer)>,
-    next_buffer_id: u64,
+    imports: Imports,
     /// Why zero copy is off for this head (logged once), when it is.
     zero_copy_off: Option<String>,
     /// Damage not yet presented, in frame pixels.
@@ -318,10 +166,8 @@ impl Head {
             title,
             gl: args.gl,
             present: args.present,
-            pins: PinManager::new(PinPolicy::default()),
             shown: Shown::Off,
-            imports: Vec::new(),
-            next_buffer_id: 1,
+            imports: Imports::new(id),
             zero_copy_off: match (args.gl, args.present) {
                 (GlMode::Off, _) => Some("--gl off".to_owned()),
                 (_, PresentMode::Shm) => Some("--present shm".to_owned()),
@@ -432,102 +278,10 @@ impl Head {
         Ok(())
     }
 
-    /// The export of a QEMU dma-buf scanout: cached per buffer and layout, so a guest
-    /// flipping between two blobs imports each once.
-    fn dmabuf_export(&mut self, scanout: DmaBufScanout) -> Result<ExportedFramebuffer, Error> {
-        let desc = scanout.framebuffer_desc();
-        let mut planes = scanout.planes.into_iter();
-        let first = planes.next().ok_or("a dma-buf scanout without planes")?;
-        let inode = rustix::fs::fstat(&first.fd)?.st_ino;
-        for plane in planes {
-            if rustix::fs::fstat(&plane.fd)?.st_ino != inode {
-                return Err("the planes are in different dma-bufs; only one buffer per \
-                            scanout is shown"
-                    .into());
-            }
-        }
-        let key = ImportKey {
-            inode,
-            offset: first.offset,
-            stride: first.stride,
-            width: scanout.backing_width,
-            height: scanout.backing_height,
-            fourcc: scanout.fourcc,
-        };
-        if let Some(index) = self.imports.iter().position(|(k, _)| *k == key) {
-            let entry = self.imports.remove(index);
-            let export = entry.1.clone();
-            self.imports.push(entry);
-            self.stats.import_hits += 1;
-            return Ok(export);
-        }
-        let exporter = scanout.exporter;
-        // A udmabuf pins its pages long-term on kernels whose probe says so.
-        let longterm = exporter == "udmabuf" && self.pins.semantics().longterm_pin.is_longterm();
-        let buffer_id = self.next_buffer_id;
-        self.next_buffer_id += 1;
-        let export = ExportedFramebuffer::from_peer_dmabuf(
-            buffer_id,
-            DmaBuf::from_fd(first.fd)?,
-            &desc,
-            longterm,
-        )?;
-        println!(
-            "viewer: console {}: QEMU dma-buf ({}, {exporter}, {}x{} {}) imported as buffer {buffer_id}",
-            self.id,
-            scanout.method,
-            scanout.backing_width,
-            scanout.backing_height,
-            export.layout().format(),
-        );
-        self.stats.imports += 1;
-        self.imports.push((key, export.clone()));
-        if self.imports.len() > IMPORT_CACHE {
-            let (_, old) = self.imports.remove(0);
-            self.presenter.forget(old.buffer_id());
-        }
-        Ok(export)
-    }
-
-    /// A sealed memfd surface as a udmabuf export (zero copy on the viewer's side);
-    /// `Err` says why not, and the frame is then copied.
-    fn memfd_export(&mut self, frame: &SharedFrame) -> Result<ExportedFramebuffer, String> {
-        let frame = frame.lock();
-        let Some((memfd, offset)) = frame.sealed_memfd() else {
-            return Err(
-                "QEMU's surface memfd is not sealed with F_SEAL_SHRINK (QEMU 10 \
-                        does not seal its surfaces), which udmabuf requires"
-                    .to_owned(),
-            );
-        };
-        if !self.pins.has_udmabuf() {
-            return Err("no /dev/udmabuf on this host".to_owned());
-        }
-        let size = memfd.size().map_err(|e| e.to_string())?;
-        let page = memfd.page_size();
-        let mut memory = GuestMemory::new();
-        memory
-            .add_region(0, size / page * page, memfd.clone(), 0)
-            .map_err(|e| e.to_string())?;
-        let desc = FramebufferDesc::packed(
-            frame.format(),
-            frame.width(),
-            frame.height(),
-            frame.stride(),
-            offset,
-        );
-        let buffer_id = self.next_buffer_id;
-        self.next_buffer_id += 1;
-        // Rare (QEMU 10 never seals its surfaces): a pin manager for this memfd alone.
-        Exporter::new(Arc::new(memory), PinManager::new(self.pins.policy()))
-            .export(buffer_id, &desc, PinPurpose::Scanout)
-            .map_err(|e| e.to_string())
-    }
-
     /// Forgets every dma-buf import (the display went off or changed size).
     fn drop_imports(&mut self) {
-        for (_, export) in self.imports.drain(..) {
-            self.presenter.forget(export.buffer_id());
+        for buffer_id in self.imports.clear() {
+            self.presenter.forget(buffer_id);
         }
     }
 
@@ -536,7 +290,7 @@ impl Head {
         match event {
             QemuEvent::Scanout { frame } | QemuEvent::ScanoutMap { frame } => {
                 self.drop_imports();
-                let shown = match self.memfd_export(&frame) {
+                let shown = match self.imports.memfd(&frame) {
                     Ok(export) => Shown::Export {
                         mapping: CpuMapping::new(export.clone()),
                         export,
@@ -575,8 +329,11 @@ impl Head {
                     // A mode change: the old buffers are gone for good.
                     self.drop_imports();
                 }
-                match self.dmabuf_export(scanout) {
-                    Ok(export) => {
+                match self.imports.dmabuf(scanout) {
+                    Ok((export, evicted)) => {
+                        if let Some(buffer_id) = evicted {
+                            self.presenter.forget(buffer_id);
+                        }
                         let same = matches!(&self.shown, Shown::Export { export: shown, .. }
                             if shown.buffer_id() == export.buffer_id());
                         if !same {
@@ -603,7 +360,7 @@ impl Head {
                 ) {
                     // An update after a Disable means the last dma-buf (QEMU 10's gl=on
                     // console disables between a blob's scanout and its update).
-                    if let Some((_, export)) = self.imports.last() {
+                    if let Some(export) = self.imports.last() {
                         let export = export.clone();
                         self.show(Shown::Export {
                             mapping: CpuMapping::new(export.clone()),
@@ -758,8 +515,7 @@ impl Head {
         if let Some(since) = self.waiting_since.take() {
             self.presented_since.get_or_insert(since);
         }
-        self.stats.frames.frames += 1;
-        self.stats.by_path[path as usize] += 1;
+        self.stats.presented(path);
         Ok(true)
     }
 
@@ -854,29 +610,9 @@ impl Head {
     }
 
     fn print_stats(&mut self, wall: Duration, cpu: Duration) {
-        let median = quantile_ms(&mut self.stats.latencies, 0.5);
-        let p99 = quantile_ms(&mut self.stats.latencies, 0.99);
-        let s = &self.stats;
-        println!(
-            "viewer: console {}: {} frames in {:.2} s ({} {}, {} {}, {} {}), {} dma-buf \
-             imports, {} import cache hits, {:.0} bytes copied per frame, presenter {}; \
-             update to screen {median:.1} ms median, {p99:.1} ms p99; process CPU \
-             {:.2} ms per frame",
-            self.id,
-            s.frames.frames,
-            wall.as_secs_f64(),
-            s.by_path[FramePath::DmabufImport as usize],
-            FramePath::DmabufImport.name(),
-            s.by_path[FramePath::MemfdExport as usize],
-            FramePath::MemfdExport.name(),
-            s.by_path[FramePath::Copy as usize],
-            FramePath::Copy.name(),
-            s.imports,
-            s.import_hits,
-            s.frames.bytes as f64 / s.frames.frames.max(1) as f64,
-            self.presenter.name(),
-            cpu.as_secs_f64() * 1e3 / s.frames.frames.max(1) as f64,
-        );
+        let presenter = self.presenter.name();
+        self.stats
+            .print(self.id, &self.imports, presenter, wall, cpu);
     }
 }
 
@@ -896,6 +632,19 @@ fn head_screenshot_path(path: &Path, index: usize) -> PathBuf {
 /// Shows QEMU's console(s) until the windows close, `--frames` were presented on
 /// every head, or QEMU goes away (an error).
 pub fn run(args: QemuArgs) -> Result<(), Error> {
+    if let QemuOutput::Kms(device) = &args.output {
+        #[cfg(feature = "kms")]
+        return kms::run(&args, device.as_deref());
+        #[cfg(not(feature = "kms"))]
+        return Err(format!(
+            "--output kms{}: this viewer was built without the `kms` feature",
+            device
+                .as_ref()
+                .map(|d| format!(":{}", d.display()))
+                .unwrap_or_default()
+        )
+        .into());
+    }
     let address = QemuAddress::parse(&args.address);
     let display = QemuDisplay::connect(address)
         .map_err(|e| format!("cannot reach QEMU's D-Bus display: {e}"))?;
