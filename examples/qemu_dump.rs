@@ -110,7 +110,15 @@ fn dump_dmabuf(
         .ok_or("a dma-buf scanout without planes")?
         .fd;
     let dmabuf = guestfb::sys::dmabuf::DmaBuf::from_fd(fd)?;
-    let export = ExportedFramebuffer::from_peer_dmabuf(0, dmabuf, &desc, false)?;
+    let export = ExportedFramebuffer::from_peer_dmabuf(
+        0,
+        dmabuf,
+        &desc,
+        guestfb::export::PeerPages {
+            longterm: false,
+            large_folios: None,
+        },
+    )?;
     let (width, height) = (visible.width, visible.height);
     let mut pixels = vec![0u8; width as usize * height as usize * 4];
     CpuMapping::new(export).blit(

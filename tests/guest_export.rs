@@ -416,8 +416,12 @@ fn probe_example_reports_udmabuf_pins_and_drm() {
 /// exactly through the CPU path (mmap + DMA_BUF_IOCTL_SYNC).
 #[test]
 fn a_peer_dmabuf_is_classified_validated_and_read_exactly() {
-    use guestfb::export::{ExportedFramebuffer, PlaneDesc};
+    use guestfb::export::{ExportedFramebuffer, PeerPages, PlaneDesc};
     use guestfb::import::convert::{Dest, DestFormat};
+    const PAGES: PeerPages = PeerPages {
+        longterm: true,
+        large_folios: Some(false),
+    };
     use guestfb::rect::Rect;
     use guestfb::sys::fdkind::{self, FdKind};
     use guestfb::sys::udmabuf::{Range, Udmabuf};
@@ -473,13 +477,14 @@ fn a_peer_dmabuf_is_classified_validated_and_read_exactly() {
     let dup = |d: &guestfb::sys::dmabuf::DmaBuf| {
         guestfb::sys::dmabuf::DmaBuf::from_fd(d.as_fd().try_clone_to_owned().unwrap()).unwrap()
     };
-    match ExportedFramebuffer::from_peer_dmabuf(1, dup(&dmabuf), &desc(past), true) {
+    match ExportedFramebuffer::from_peer_dmabuf(1, dup(&dmabuf), &desc(past), PAGES) {
         Err(ExportError::PlanePastBacking { backing, .. }) => assert_eq!(backing, size),
         other => panic!("a plane past the end gave {other:?}"),
     }
     let offset = 4096 + 64;
-    let export = ExportedFramebuffer::from_peer_dmabuf(7, dmabuf, &desc(offset), true).unwrap();
+    let export = ExportedFramebuffer::from_peer_dmabuf(7, dmabuf, &desc(offset), PAGES).unwrap();
     assert!(export.is_peer() && export.is_longterm() && !export.is_revoked());
+    assert_eq!(export.large_folios(), Some(false));
     let mapping = CpuMapping::new(export);
     assert_eq!(mapping.path().unwrap(), CpuPath::UdmabufMmap);
     let mut out = vec![0u8; (width * height * 4) as usize];
@@ -503,58 +508,5 @@ fn a_peer_dmabuf_is_classified_validated_and_read_exactly() {
                 "byte {x} of row {y}"
             );
         }
-    }
-}
-
-#[test]
-fn a_peer_dmabuf_tells_hugetlb_pages_from_base_pages() {
-    use guestfb::export::{ExportedFramebuffer, PlaneDesc};
-    use guestfb::sys::pagemap::PageKind;
-    use guestfb::sys::udmabuf::{Range, Udmabuf};
-
-    if !common::require_guest("a_peer_dmabuf_tells_hugetlb_pages_from_base_pages") {
-        return;
-    }
-    // A peer (QEMU) hands over a udmabuf of its guest RAM: whether hugetlb folios back
-    // it decides the KMS presenter's vmap-quirk avoidance, and nothing in the dma-buf
-    // says so but the pages themselves.
-    for hugetlb in [false, true] {
-        let size = 2 * MIB;
-        let memfd = if hugetlb {
-            Memfd::create_hugetlb("peer-2m", 2 * MIB).unwrap()
-        } else {
-            Memfd::create("peer-4k").unwrap()
-        };
-        memfd.set_size(size).unwrap();
-        memfd.add_seals(Seals::SHRINK).unwrap();
-        let dmabuf = Udmabuf::open()
-            .unwrap()
-            .create(Range {
-                memfd: memfd.as_fd(),
-                offset: 0,
-                size,
-            })
-            .unwrap();
-        let expected = if hugetlb {
-            PageKind::Hugetlb
-        } else {
-            PageKind::Other
-        };
-        assert_eq!(dmabuf.first_page_kind(), expected, "hugetlb {hugetlb}");
-        let desc = FramebufferDesc {
-            fourcc: PixelFormat::Xrgb8888.fourcc() as u32,
-            modifier: 0,
-            width: 256,
-            height: 256,
-            visible: None,
-            planes: vec![PlaneDesc {
-                offset: 0,
-                stride: 1024,
-            }],
-            y0_top: true,
-            ranges: Vec::new(),
-        };
-        let export = ExportedFramebuffer::from_peer_dmabuf(1, dmabuf, &desc, true).unwrap();
-        assert_eq!(export.may_be_hugetlb(), hugetlb, "hugetlb {hugetlb}");
     }
 }

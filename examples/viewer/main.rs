@@ -107,6 +107,12 @@ mod viewer {
         #[cfg(feature = "qemu")]
         #[arg(long, default_value = "0", value_parser = crate::qemu::parse_console)]
         console: crate::qemu::ConsoleChoice,
+        /// QEMU: the pages of the guest's RAM (auto, 4k, hugetlb). With `--output kms`
+        /// on Linux 6.11–6.15 QEMU's udmabufs are scanned out directly only when known
+        /// to be 4 KiB pages (that kernel's udmabuf vmap reads hugetlb pages wrong).
+        #[cfg(feature = "qemu")]
+        #[arg(long, value_enum, default_value = "auto")]
+        qemu_ram: crate::qemu::QemuRam,
         /// QEMU: do not offer shared memory (Unix.Map); pixels come over the socket.
         #[arg(long)]
         qemu_no_map: bool,
@@ -376,6 +382,7 @@ mod viewer {
         };
         crate::qemu::run(crate::qemu::QemuArgs {
             output,
+            ram: args.qemu_ram,
             gl: args.gl,
             present: args.present,
             frames: args.frames,

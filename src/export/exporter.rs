@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::sys::dmabuf::{Access, DmaBuf, Mapping};
-use crate::sys::pagemap::PageKind;
 
 use super::desc::{FramebufferDesc, ValidatedFramebuffer};
 use super::memory::GuestMemory;
@@ -51,12 +50,23 @@ enum Backing {
     /// A peer made the dma-buf and pinned (or did not pin) its pages.
     Peer {
         dmabuf: DmaBuf,
-        longterm: bool,
-        /// The memory under its first page.
-        page_kind: PageKind,
+        pages: PeerPages,
         /// The CPU mapping, made on the first read.
         mapping: Mutex<Option<Mapping>>,
     },
+}
+
+/// What is known of the pages under a peer's dma-buf: its maker says, since the
+/// dma-buf itself does not (a udmabuf's mmap is `VM_PFNMAP`, which
+/// `/proc/self/pagemap` does not walk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerPages {
+    /// The maker pinned them long-term (a udmabuf on Linux ≥ 6.11 does), as direct
+    /// scanout needs.
+    pub longterm: bool,
+    /// Whether hugetlb (or other large) folios back a udmabuf: `Some(false)` for
+    /// 4 KiB pages or a dma-buf that is no udmabuf, `None` when not known.
+    pub large_folios: Option<bool>,
 }
 
 impl Exporter {
@@ -118,19 +128,17 @@ impl Exporter {
 impl ExportedFramebuffer {
     /// A peer's dma-buf (`dmabuf`, e.g. QEMU's udmabuf of a virtio-gpu blob) as buffer
     /// `buffer_id`, after `desc` was validated against its size
-    /// ([`FramebufferDesc::validate_in_dmabuf`]). `longterm`: whether its maker pinned
-    /// the pages long-term (a udmabuf on Linux ≥ 6.11 does), which direct scanout needs.
+    /// ([`FramebufferDesc::validate_in_dmabuf`]), with what its maker says of the
+    /// pages under it.
     ///
-    /// Nothing is imported here; the first page is mapped for a moment to learn whether
-    /// hugetlb pages back the buffer ([`DmaBuf::first_page_kind`]). The generation is 1.
+    /// Nothing is imported or mapped here; the generation is 1.
     pub fn from_peer_dmabuf(
         buffer_id: BufferId,
         dmabuf: DmaBuf,
         desc: &FramebufferDesc,
-        longterm: bool,
+        pages: PeerPages,
     ) -> Result<Self, ExportError> {
         let layout = desc.validate_in_dmabuf(dmabuf.size())?;
-        let page_kind = dmabuf.first_page_kind();
         Ok(Self {
             inner: Arc::new(ExportInner {
                 buffer_id,
@@ -138,8 +146,7 @@ impl ExportedFramebuffer {
                 layout,
                 backing: Backing::Peer {
                     dmabuf,
-                    longterm,
-                    page_kind,
+                    pages,
                     mapping: Mutex::new(None),
                 },
             }),
@@ -174,22 +181,23 @@ impl ExportedFramebuffer {
     pub fn is_longterm(&self) -> bool {
         match &self.inner.backing {
             Backing::Pinned(lease) => lease.is_longterm(),
-            Backing::Peer { longterm, .. } => *longterm,
+            Backing::Peer { pages, .. } => pages.longterm,
         }
     }
 
-    /// Whether hugetlb folios may back the buffer (what the 6.12 udmabuf vmap quirk
-    /// needs to show wrong pixels): guestfb's own exports know their memfds; a peer's
-    /// dma-buf was looked at through its first page, and "unknown" counts as maybe.
-    pub fn may_be_hugetlb(&self) -> bool {
+    /// Whether the udmabuf under the export holds large folios (hugetlb), which the
+    /// 6.12 udmabuf vmap quirk reads wrong: guestfb's own exports know their memfds;
+    /// for a peer's dma-buf, what its maker said (`None`: not known).
+    pub fn large_folios(&self) -> Option<bool> {
         match &self.inner.backing {
-            Backing::Pinned(_) => self
-                .inner
-                .layout
-                .pieces()
-                .iter()
-                .any(|piece| piece.memfd.is_hugetlb()),
-            Backing::Peer { page_kind, .. } => *page_kind != PageKind::Other,
+            Backing::Pinned(_) => Some(
+                self.inner
+                    .layout
+                    .pieces()
+                    .iter()
+                    .any(|piece| piece.memfd.is_hugetlb()),
+            ),
+            Backing::Peer { pages, .. } => pages.large_folios,
         }
     }
 

@@ -13,7 +13,7 @@ pub mod pin;
 mod exporter;
 
 pub use desc::{FramebufferDesc, GuestRange, PlaneDesc, PlaneLayout, ValidatedFramebuffer};
-pub use exporter::{BufferId, ExportedFramebuffer, Exporter, Revocation};
+pub use exporter::{BufferId, ExportedFramebuffer, Exporter, PeerPages, Revocation};
 pub use memory::{GuestMemory, GuestRegion, MemfdId, MemfdPiece};
 pub use pin::{DiscardMode, LongtermPin, PinManager, PinPolicy, PinPurpose, PinSemantics};
 

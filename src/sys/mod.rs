@@ -7,7 +7,6 @@ pub mod dmabuf;
 pub mod fdkind;
 pub mod hugetlb;
 pub mod memfd;
-pub mod pagemap;
 pub mod udmabuf;
 
 use rustix::io::Errno;

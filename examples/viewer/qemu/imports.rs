@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use guestfb::export::{
-    BufferId, ExportedFramebuffer, Exporter, FramebufferDesc, GuestMemory, PinManager, PinPolicy,
-    PinPurpose,
+    BufferId, ExportedFramebuffer, Exporter, FramebufferDesc, GuestMemory, PeerPages, PinManager,
+    PinPolicy, PinPurpose,
 };
 use guestfb::source::qemu::{DmaBufScanout, SharedFrame};
 use guestfb::sys::dmabuf::DmaBuf;
@@ -37,6 +37,30 @@ impl FramePath {
     }
 }
 
+/// The pages of QEMU's guest RAM (`--qemu-ram`): nothing in a udmabuf tells, and a
+/// kernel quirk (Linux 6.11–6.15's udmabuf vmap) reads hugetlb folios wrong on KMS
+/// drivers that scan out through a CPU mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QemuRam {
+    /// Not known: on a kernel with the quirk, KMS copies QEMU's udmabufs.
+    Auto,
+    /// 4 KiB pages (`memory-backend-memfd` without `hugetlb=on`).
+    #[value(name = "4k")]
+    Small,
+    /// hugetlb pages (`memory-backend-memfd,hugetlb=on`).
+    Hugetlb,
+}
+
+impl QemuRam {
+    fn large_folios(self) -> Option<bool> {
+        match self {
+            Self::Auto => None,
+            Self::Small => Some(false),
+            Self::Hugetlb => Some(true),
+        }
+    }
+}
+
 /// What makes one dma-buf import the same as another: the buffer and its layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct ImportKey {
@@ -55,6 +79,7 @@ const IMPORT_CACHE: usize = 4;
 /// One console's exports of QEMU's buffers, most recently used last.
 pub struct Imports {
     console: u32,
+    ram: QemuRam,
     pins: PinManager,
     cache: Vec<(ImportKey, ExportedFramebuffer)>,
     next_buffer_id: u64,
@@ -65,10 +90,11 @@ pub struct Imports {
 }
 
 impl Imports {
-    /// An empty cache for `console`.
-    pub fn new(console: u32) -> Self {
+    /// An empty cache for `console` of a guest whose RAM is `ram`.
+    pub fn new(console: u32, ram: QemuRam) -> Self {
         Self {
             console,
+            ram,
             pins: PinManager::new(PinPolicy::default()),
             cache: Vec::new(),
             next_buffer_id: 1,
@@ -117,15 +143,24 @@ impl Imports {
             return Ok((export, None));
         }
         let exporter = scanout.exporter;
-        // A udmabuf pins its pages long-term on kernels whose probe says so.
-        let longterm = exporter == "udmabuf" && self.pins.semantics().longterm_pin.is_longterm();
+        let udmabuf = exporter == "udmabuf";
+        let pages = PeerPages {
+            // A udmabuf pins its pages long-term on kernels whose probe says so.
+            longterm: udmabuf && self.pins.semantics().longterm_pin.is_longterm(),
+            // QEMU's udmabufs hold guest RAM pages, of the kind `--qemu-ram` says.
+            large_folios: if udmabuf {
+                self.ram.large_folios()
+            } else {
+                Some(false)
+            },
+        };
         let buffer_id = self.next_buffer_id;
         self.next_buffer_id += 1;
         let export = ExportedFramebuffer::from_peer_dmabuf(
             buffer_id,
             DmaBuf::from_fd(first.fd)?,
             &desc,
-            longterm,
+            pages,
         )?;
         println!(
             "viewer: console {}: QEMU dma-buf ({}, {exporter}, {}x{} {}) imported as buffer {buffer_id}",

@@ -74,7 +74,7 @@ pub fn run(args: &QemuArgs, device: Option<&Path>) -> Result<(), Error> {
             }
         },
     };
-    let mut imports = Imports::new(id);
+    let mut imports = Imports::new(id, args.ram);
     let card = match device {
         Some(path) => Card::open(path)?,
         None => Card::open_first()?,

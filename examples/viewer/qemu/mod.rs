@@ -36,6 +36,7 @@ use crate::presenter::{
     open_zero_copy, save_screenshot, stop_on_signals, stop_requested, write_png, Error, GlMode,
     PresentMode, Presenter, ShowError,
 };
+pub use imports::QemuRam;
 use imports::{process_cpu_time, FramePath, HeadStats, Imports};
 pub use keys::{parse_keys, KeyList};
 
@@ -80,6 +81,8 @@ pub struct QemuArgs {
     pub screenshot: Option<PathBuf>,
     /// Where the consoles are shown.
     pub output: QemuOutput,
+    /// The pages of the guest's RAM.
+    pub ram: QemuRam,
 }
 
 /// Where `--source qemu` shows the guest.
@@ -167,7 +170,7 @@ impl Head {
             gl: args.gl,
             present: args.present,
             shown: Shown::Off,
-            imports: Imports::new(id),
+            imports: Imports::new(id, args.ram),
             zero_copy_off: match (args.gl, args.present) {
                 (GlMode::Off, _) => Some("--gl off".to_owned()),
                 (_, PresentMode::Shm) => Some("--present shm".to_owned()),

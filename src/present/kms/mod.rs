@@ -1011,6 +1011,9 @@ pub enum CopyReason {
     /// hugetlb-backed export on a kernel whose udmabuf vmap repeats each folio's head
     /// page: the scanout engine would read wrong pixels.
     HugetlbVmapQuirk,
+    /// A peer's udmabuf whose pages nobody said are 4 KiB, on a kernel with the hugetlb
+    /// vmap quirk: they may be hugetlb folios, which the scanout engine would read wrong.
+    PeerPagesUnknown,
 }
 
 /// How a frame reaches the plane.
@@ -1452,8 +1455,12 @@ impl KmsPresenter {
         if !layout.y0_top() && !self.pipe.plane_props.by_name.contains_key("rotation") {
             return Ok(ScanoutPath::Copy(CopyReason::BottomUpWithoutReflect));
         }
-        if self.vmap_quirk && export.may_be_hugetlb() {
-            return Ok(ScanoutPath::Copy(CopyReason::HugetlbVmapQuirk));
+        if self.vmap_quirk {
+            match export.large_folios() {
+                Some(true) => return Ok(ScanoutPath::Copy(CopyReason::HugetlbVmapQuirk)),
+                None => return Ok(ScanoutPath::Copy(CopyReason::PeerPagesUnknown)),
+                Some(false) => {}
+            }
         }
         Ok(ScanoutPath::Direct)
     }
