@@ -424,9 +424,10 @@ fn run_viewer(
     frames: Option<u32>,
     renderer: Renderer,
 ) -> (String, Vec<Picture>, Option<common::weston::Screenshot>) {
-    // Kiosk shows one window at a time, and a hidden window gets no frame callbacks:
-    // its acks would never go out and QEMU would hold the guest. Two heads get the
-    // desktop shell on an output that fits both windows.
+    // Kiosk shows one window at a time (a hidden one gets no frame callbacks, and the
+    // viewer answers QEMU for it without them: a_hidden_window_does_not_stall_the_guest).
+    // Two heads get the desktop shell on an output that fits both windows, so that both
+    // are on screen.
     let config = match nested.heads {
         1 => WestonConfig::kiosk(FINAL.0, FINAL.1, renderer),
         _ => WestonConfig {
@@ -687,19 +688,24 @@ fn a_blob_on_4k_ram_is_scanned_out_on_a_kms_plane_zero_copy() {
     let Some(f) = fixture() else { return };
     let (output, shot) = run_kms_viewer(&f.scratch, &f.memfd, "kms-memfd", &["--qemu-ram", "4k"]);
     // The guest's own pages on the plane: QEMU's udmabuf of 4 KiB memfd RAM, long-term
-    // pinned, in a format the primary plane takes.
-    assert!(
-        output.contains("path: Direct"),
-        "not scanned out directly:\n{output}"
-    );
+    // pinned, in a format the primary plane takes. At attach QEMU may first send its
+    // console's GL texture (XBGR8888, which vkms' plane lacks): that one is copied.
     let [frames, import, export, copy, _, _, bytes] = head_stats(&output, 0);
     assert!(frames >= 6.0, "{frames} frames");
-    assert_eq!(
-        (import, export, copy),
-        (frames, 0.0, 0.0),
-        "every frame zero copy"
+    assert_eq!(export, 0.0);
+    assert!(
+        import >= frames - 1.0 && copy <= 1.0,
+        "{import} of {frames} frames scanned out directly, {copy} copied:\n{output}"
     );
-    assert_eq!(bytes, 0.0, "no byte copied per frame");
+    assert!(
+        copy == 0.0 || output.contains("(XBGR8888 800x600): copy path (FormatNotOnPlane)"),
+        "a copied frame that was not QEMU's own texture:\n{output}"
+    );
+    // Bytes were copied for the copied frame only.
+    assert!(
+        bytes * frames <= copy * f64::from(FINAL.0 * FINAL.1 * 4),
+        "{bytes} bytes copied per frame:\n{output}"
+    );
     // vkms' writeback read the CRTC back: the 800x600 picture, centred 1:1 on the
     // 1024x768 mode (vkms' plane does not scale), is fbtest's final frame exactly.
     assert_picture("vkms writeback of the plane", &shot, &final_picture(0));
@@ -724,4 +730,40 @@ fn a_blob_of_unknown_pages_avoids_the_vmap_quirk_on_kms() {
         "one picture per frame"
     );
     assert_picture("vkms writeback of the plane", &shot, &final_picture(0));
+}
+
+#[test]
+fn a_hidden_window_does_not_stall_the_guest() {
+    let Some(f) = fixture() else { return };
+    // Kiosk shows one of the two heads' windows; the other never gets a frame callback.
+    // QEMU blocks the whole virtio-gpu device while any head's update is unanswered,
+    // so without an answer for the hidden head the shown head would freeze too.
+    let weston = Weston::start(WestonConfig::kiosk(FINAL.0, FINAL.1, Renderer::Pixman));
+    let viewer = Viewer::start(
+        &weston,
+        &f.hugetlb,
+        &f.scratch.join("hidden.log"),
+        &["--gl", "on", "--present", "gl", "--console", "all"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !viewer.output().contains("(window hidden?)") {
+        assert!(
+            Instant::now() < deadline,
+            "no head was found hidden in 180 s:\n{}",
+            viewer.output()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // fbtest keeps flipping both heads every 300 ms.
+    std::thread::sleep(Duration::from_secs(20));
+    let output = viewer.stop(Duration::from_secs(60));
+    let frames: Vec<f64> = head_consoles(&output)
+        .into_iter()
+        .map(|console| head_stats(&output, console)[0])
+        .collect();
+    assert_eq!(frames.len(), 2, "counters of two heads:\n{output}");
+    assert!(
+        frames.iter().any(|&n| n >= 10.0),
+        "the shown head stalled behind the hidden one ({frames:?} frames):\n{output}"
+    );
 }

@@ -150,7 +150,7 @@ impl Weston {
             shots: AtomicUsize::new(0),
             xvfb,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         // The socket file appears at bind(), before listen(): wait until it accepts.
         while std::os::unix::net::UnixStream::connect(weston.socket_path()).is_err() {
             if let Some(status) = weston
@@ -165,7 +165,7 @@ impl Weston {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "weston did not accept connections in 10 s; log:\n{}",
+                    "weston did not accept connections in 30 s; log:\n{}",
                     weston.log()
                 );
             }

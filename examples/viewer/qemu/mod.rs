@@ -109,6 +109,16 @@ enum Shown {
     },
 }
 
+/// How long a window may go without a frame callback before it is taken as hidden.
+/// (A compositor calls back within a refresh or two; software rendering under TCG has
+/// been seen taking over a second now and then, which this only makes answer early.)
+const HIDDEN_AFTER: Duration = Duration::from_secs(1);
+
+/// How long a `Disable` waits for a scanout or update before the window goes dark:
+/// QEMU 10's gl=on console disables between every blob scanout and its update, and
+/// blanking each time would flicker (and a screenshot could catch the black).
+const DISABLE_GRACE: Duration = Duration::from_millis(200);
+
 /// One console in one window.
 struct Head {
     id: u32,
@@ -132,6 +142,12 @@ struct Head {
     waiting_since: Option<Instant>,
     /// When the oldest update of the presented frame arrived.
     presented_since: Option<Instant>,
+    /// When the last frame went out, while its frame callback has not come.
+    presented_at: Option<Instant>,
+    /// The window was found hidden (and said so) since its last frame callback.
+    hidden: bool,
+    /// When QEMU disabled the display, if nothing came since.
+    disabled_at: Option<Instant>,
     stats: HeadStats,
     ui_info_refused: bool,
 }
@@ -181,6 +197,9 @@ impl Head {
             presented: Vec::new(),
             waiting_since: None,
             presented_since: None,
+            presented_at: None,
+            hidden: false,
+            disabled_at: None,
             stats: HeadStats::default(),
             ui_info_refused: false,
         })
@@ -290,6 +309,18 @@ impl Head {
 
     /// Handles one QEMU event. `Err` ends the viewer (QEMU went away).
     fn on_qemu(&mut self, event: QemuEvent) -> Result<(), Error> {
+        if matches!(
+            event,
+            QemuEvent::Scanout { .. }
+                | QemuEvent::ScanoutMap { .. }
+                | QemuEvent::ScanoutDmabuf { .. }
+                | QemuEvent::Update { .. }
+                | QemuEvent::UpdateMap { .. }
+                | QemuEvent::UpdateDmabuf { .. }
+        ) {
+            // The display is on after all.
+            self.disabled_at = None;
+        }
         match event {
             QemuEvent::Scanout { frame } | QemuEvent::ScanoutMap { frame } => {
                 self.drop_imports();
@@ -376,11 +407,10 @@ impl Head {
                 self.waiting_since.get_or_insert_with(Instant::now);
                 self.waiting.push(ack);
             }
-            // The imports stay: an UpdateDMABUF may show the last one again. A zero-copy
-            // window keeps its presenter and its last picture until the next scanout;
-            // a wl_shm one goes black.
-            QemuEvent::Disable if self.presenter.is_zero_copy() => self.shown = Shown::Off,
-            QemuEvent::Disable => self.show(Shown::Off)?,
+            // Taken only if nothing follows within DISABLE_GRACE (settle_disable).
+            QemuEvent::Disable => {
+                self.disabled_at.get_or_insert_with(Instant::now);
+            }
             QemuEvent::CursorDefine { cursor } => {
                 if let Presenter::Shm(shm) = &mut self.presenter {
                     if let Err(error) = shm.set_cursor_image(
@@ -430,6 +460,8 @@ impl Head {
             },
             PresenterEvent::Axis { vertical_steps } => self.console.wheel(vertical_steps),
             PresenterEvent::FrameDone { .. } => {
+                self.presented_at = None;
+                self.hidden = false;
                 for ack in self.presented.drain(..) {
                     ack.complete();
                 }
@@ -518,8 +550,63 @@ impl Head {
         if let Some(since) = self.waiting_since.take() {
             self.presented_since.get_or_insert(since);
         }
+        self.presented_at = Some(Instant::now());
         self.stats.presented(path);
         Ok(true)
+    }
+
+    /// A `Disable` that nothing followed for [`DISABLE_GRACE`] turns the display off.
+    /// The imports stay: an UpdateDMABUF may show the last one again. A zero-copy
+    /// window keeps its presenter and its last picture until the next scanout; a wl_shm
+    /// one goes black.
+    fn settle_disable(&mut self) -> Result<(), Error> {
+        if self
+            .disabled_at
+            .is_none_or(|at| at.elapsed() < DISABLE_GRACE)
+        {
+            return Ok(());
+        }
+        self.disabled_at = None;
+        if self.presenter.is_zero_copy() {
+            self.shown = Shown::Off;
+            Ok(())
+        } else {
+            self.show(Shown::Off)
+        }
+    }
+
+    /// A window with no frame callback for [`HIDDEN_AFTER`] is taken as hidden
+    /// (minimised, on another workspace, covered): its compositor will not call back
+    /// until it shows again, and a guest waiting on the acks would stall. QEMU's updates
+    /// are then answered without a callback; the damage is kept and drawn once the
+    /// window shows again.
+    fn answer_if_hidden(&mut self) {
+        if self
+            .presented_at
+            .is_none_or(|at| at.elapsed() < HIDDEN_AFTER)
+        {
+            return;
+        }
+        if self.presented.is_empty() && self.waiting.is_empty() {
+            return;
+        }
+        if !self.hidden {
+            self.hidden = true;
+            println!(
+                "viewer: console {}: no frame callback for {} ms (window hidden?): \
+                 answering QEMU without one until it shows again",
+                self.id,
+                HIDDEN_AFTER.as_millis()
+            );
+        }
+        for ack in self.presented.drain(..).chain(self.waiting.drain(..)) {
+            ack.complete();
+        }
+        // The presented frame's wait ends here; coalesced updates never got a frame.
+        if let Some(since) = self.presented_since.take() {
+            self.stats.latencies.push(since.elapsed());
+        }
+        self.waiting_since = None;
     }
 
     /// Copies the damage of a CPU frame (or black while the display is off) into the
@@ -679,6 +766,8 @@ pub fn run(args: QemuArgs) -> Result<(), Error> {
             if head.draw()? && head.stats.frames.frames == 1 {
                 println!("viewer: console {}: first frame shown", head.id);
             }
+            head.answer_if_hidden();
+            head.settle_disable()?;
         }
         if heads.iter().any(|h| h.presenter.is_closed()) {
             println!("viewer: window closed");
