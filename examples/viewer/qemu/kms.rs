@@ -156,14 +156,6 @@ pub fn run(args: &QemuArgs, device: Option<&Path>) -> Result<(), Error> {
                     }
                 }
                 QemuEvent::UpdateDmabuf { ack, .. } => {
-                    if shown.is_none() {
-                        // QEMU 10's gl=on console disables between a blob's scanout
-                        // and its update: the update means the last dma-buf.
-                        shown = imports.last().map(|export| Picture {
-                            export: export.clone(),
-                            path: FramePath::DmabufImport,
-                        });
-                    }
                     dirty = true;
                     waiting_since.get_or_insert_with(Instant::now);
                     waiting.push(ack);
@@ -201,8 +193,9 @@ pub fn run(args: &QemuArgs, device: Option<&Path>) -> Result<(), Error> {
                         ack.complete();
                     }
                 }
-                // The plane keeps its last picture; an UpdateDMABUF may show it again.
-                QemuEvent::Disable => shown = None,
+                // The plane keeps its last picture: QEMU 10's gl=on console disables
+                // between every blob scanout and its update, which shows it again.
+                QemuEvent::Disable => {}
                 // No cursor plane and no pointer on this output.
                 QemuEvent::CursorDefine { .. } | QemuEvent::MouseSet { .. } => {}
                 QemuEvent::Rejected { method, error } => {
@@ -240,6 +233,12 @@ pub fn run(args: &QemuArgs, device: Option<&Path>) -> Result<(), Error> {
             if let Some(since) = waiting_since.take() {
                 stats.latencies.push(since.elapsed());
             }
+        } else if shown.is_none() {
+            // Nothing this output can show: QEMU must not wait for it.
+            for ack in waiting.drain(..) {
+                ack.complete();
+            }
+            waiting_since = None;
         }
         if stop_requested() {
             println!("viewer: stopped by a signal");
