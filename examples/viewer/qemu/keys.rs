@@ -1,4 +1,8 @@
-//! `--send-keys`: key names and evdev codes.
+//! `--send-keys`: key names and evdev codes, and typing them.
+
+use std::time::Duration;
+
+use guestfb::source::qemu::{QemuConsole, QemuError};
 
 /// Key names for `--send-keys` and their evdev codes.
 const KEY_NAMES: &[(&str, u32)] = &[
@@ -92,4 +96,16 @@ pub fn parse_keys(text: &str) -> Result<KeyList, String> {
         })
         .collect::<Result<_, _>>()
         .map(KeyList)
+}
+
+/// Types `codes` into `console`, each pressed and released, 30 ms apart.
+pub fn type_keys(console: &QemuConsole, codes: &[u32]) -> Result<(), QemuError> {
+    for &code in codes {
+        console.key_press(code)?;
+        std::thread::sleep(Duration::from_millis(30));
+        console.key_release(code)?;
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    println!("viewer: sent {} key(s)", codes.len());
+    Ok(())
 }

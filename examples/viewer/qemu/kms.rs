@@ -23,12 +23,11 @@ use guestfb::import::CpuMapping;
 use guestfb::present::kms::{
     Card, KmsPresenter, PresentStatus, ScanoutPath, Writeback, WritebackTarget,
 };
-use guestfb::source::qemu::{
-    FrameToken, ListenerOptions, QemuAddress, QemuDisplay, QemuEvent, Recv, UiInfo,
-};
+use guestfb::source::qemu::{FrameToken, QemuAddress, QemuDisplay, QemuEvent, Recv, UiInfo};
 
 use super::imports::{process_cpu_time, FramePath, HeadStats, Imports};
-use super::{ConsoleChoice, QemuArgs};
+use super::keys::type_keys;
+use super::{attach, ConsoleChoice, QemuArgs};
 use crate::presenter::{
     save_screenshot, stop_on_signals, stop_requested, write_png, Error, GlMode, PresentMode,
 };
@@ -88,12 +87,7 @@ pub fn run(args: &QemuArgs, device: Option<&Path>) -> Result<(), Error> {
         mode.0,
         mode.1
     );
-    let console = display.console(id)?;
-    let info = console.info()?;
-    let listener = console.attach(ListenerOptions {
-        map: args.map,
-        dmabuf2: true,
-    })?;
+    let (console, info, listener) = attach(&display, id, args)?;
     println!(
         "viewer: QEMU console {id} ({}, {}x{}) attached, output kms",
         info.label, info.width, info.height
@@ -250,13 +244,7 @@ pub fn run(args: &QemuArgs, device: Option<&Path>) -> Result<(), Error> {
         }
         if !keys_sent && stats.frames.frames > 0 {
             keys_sent = true;
-            for &code in &args.send_keys {
-                console.key_press(code)?;
-                std::thread::sleep(Duration::from_millis(30));
-                console.key_release(code)?;
-                std::thread::sleep(Duration::from_millis(30));
-            }
-            println!("viewer: sent {} key(s)", args.send_keys.len());
+            type_keys(&console, &args.send_keys)?;
         }
     }
     if let Some(path) = &args.screenshot {

@@ -28,8 +28,8 @@ use guestfb::import::CpuMapping;
 use guestfb::present::wayland::{PresenterEvent, WindowOptions};
 use guestfb::rect::Rect;
 use guestfb::source::qemu::{
-    ListenerOptions, MouseButton, QemuAddress, QemuConsole, QemuDisplay, QemuEvent, QemuListener,
-    SharedFrame, UiInfo,
+    ConsoleInfo, ListenerOptions, MouseButton, QemuAddress, QemuConsole, QemuDisplay, QemuEvent,
+    QemuListener, SharedFrame, UiInfo,
 };
 
 use crate::presenter::{
@@ -38,6 +38,7 @@ use crate::presenter::{
 };
 pub use imports::QemuRam;
 use imports::{process_cpu_time, FramePath, HeadStats, Imports};
+use keys::type_keys;
 pub use keys::{parse_keys, KeyList};
 
 /// Which consoles get a window.
@@ -109,6 +110,22 @@ enum Shown {
     },
 }
 
+/// Console `id` of `display`, its properties, and a listener attached to it (offered
+/// shared memory unless `--qemu-no-map`, and `ScanoutDMABUF2`).
+fn attach(
+    display: &QemuDisplay,
+    id: u32,
+    args: &QemuArgs,
+) -> Result<(QemuConsole, ConsoleInfo, QemuListener), Error> {
+    let console = display.console(id)?;
+    let info = console.info()?;
+    let listener = console.attach(ListenerOptions {
+        map: args.map,
+        dmabuf2: true,
+    })?;
+    Ok((console, info, listener))
+}
+
 /// How long a window may go without a frame callback before it is taken as hidden.
 /// (A compositor calls back within a refresh or two; software rendering under TCG has
 /// been seen taking over a second now and then, which this only makes answer early.)
@@ -154,12 +171,7 @@ struct Head {
 
 impl Head {
     fn open(display: &QemuDisplay, id: u32, vm: &str, args: &QemuArgs) -> Result<Self, Error> {
-        let console = display.console(id)?;
-        let info = console.info()?;
-        let listener = console.attach(ListenerOptions {
-            map: args.map,
-            dmabuf2: true,
-        })?;
+        let (console, info, listener) = attach(display, id, args)?;
         let title = format!("guestfb: {vm} console {id} ({})", info.label);
         let presenter = Presenter::open_shm(
             info.width.clamp(1, 16384),
@@ -783,13 +795,7 @@ pub fn run(args: QemuArgs) -> Result<(), Error> {
         }
         if !keys_sent && heads[0].stats.frames.frames > 0 {
             keys_sent = true;
-            for &code in &args.send_keys {
-                heads[0].console.key_press(code)?;
-                std::thread::sleep(Duration::from_millis(30));
-                heads[0].console.key_release(code)?;
-                std::thread::sleep(Duration::from_millis(30));
-            }
-            println!("viewer: sent {} key(s)", args.send_keys.len());
+            type_keys(&heads[0].console, &args.send_keys)?;
         }
     }
     if let Some(path) = &args.screenshot {
