@@ -191,20 +191,6 @@ pub enum KmsError {
         /// Why.
         source: io::Error,
     },
-    /// The copy path cannot convert this format.
-    #[error("the copy path cannot convert {format} to XRGB8888")]
-    Unconvertible {
-        /// The format.
-        format: PixelFormat,
-    },
-    /// The exported bytes are shorter than the layout says (a broken export).
-    #[error("exported bytes end at {len}, the layout reads up to {needed}")]
-    ShortExport {
-        /// Bytes available.
-        len: usize,
-        /// Bytes the layout needs.
-        needed: usize,
-    },
     /// No writeback connector on the device.
     #[error("no writeback connector on {path}")]
     NoWriteback {
