@@ -1,7 +1,10 @@
 //! Thin safe wrappers over the kernel interfaces guestfb uses: memfd, hugetlb pools,
 //! `/dev/udmabuf` and dma-buf. Nothing above this module issues these syscalls itself.
 //!
-//! Every `unsafe` block lives here, in a small wrapper with a `// SAFETY:` line.
+//! The kernel-interface `unsafe` blocks live here, each in a small wrapper with a
+//! `// SAFETY:` line. The others are FFI and SIMD: EGL and GL calls (`import::egl`,
+//! `present::gl`, `present::wayland::egl`, `present::kms::glfill`) and the conversion
+//! kernels' intrinsics (`import::convert`), each with its own `// SAFETY:` line.
 
 pub mod dmabuf;
 pub mod fdkind;
