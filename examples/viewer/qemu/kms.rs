@@ -23,11 +23,11 @@ use guestfb::import::CpuMapping;
 use guestfb::present::kms::{
     Card, KmsPresenter, PresentStatus, ScanoutPath, Writeback, WritebackTarget,
 };
-use guestfb::source::qemu::{FrameToken, QemuAddress, QemuDisplay, QemuEvent, Recv, UiInfo};
+use guestfb::source::qemu::{FrameToken, QemuAddress, QemuDisplay, QemuEvent, Recv};
 
 use super::imports::{process_cpu_time, FramePath, HeadStats, Imports};
 use super::keys::type_keys;
-use super::{attach, ConsoleChoice, QemuArgs};
+use super::{attach, ui_info, ConsoleChoice, QemuArgs};
 use crate::presenter::{
     save_screenshot, stop_on_signals, stop_requested, write_png, Error, GlMode, PresentMode,
 };
@@ -92,16 +92,8 @@ pub fn run(args: &QemuArgs, device: Option<&Path>) -> Result<(), Error> {
         "viewer: QEMU console {id} ({}, {}x{}) attached, output kms",
         info.label, info.width, info.height
     );
-    // The guest may pick the screen's mode (at 96 dpi).
-    let ui_info = UiInfo {
-        width_mm: (u64::from(mode.0) * 254 / 960).min(u16::MAX.into()) as u16,
-        height_mm: (u64::from(mode.1) * 254 / 960).min(u16::MAX.into()) as u16,
-        xoff: 0,
-        yoff: 0,
-        width: mode.0,
-        height: mode.1,
-    };
-    if let Err(error) = console.set_ui_info(ui_info) {
+    // The guest may pick the screen's mode.
+    if let Err(error) = console.set_ui_info(ui_info(mode.0, mode.1)) {
         println!("viewer: console {id}: screen size not passed to the guest: {error}");
     }
 

@@ -126,6 +126,19 @@ fn attach(
     Ok((console, info, listener))
 }
 
+/// A screen of `width`×`height` pixels at 96 dpi, as QEMU's `SetUIInfo` takes it (the
+/// guest may make it its preferred mode).
+fn ui_info(width: u32, height: u32) -> UiInfo {
+    UiInfo {
+        width_mm: (u64::from(width) * 254 / 960).min(u16::MAX.into()) as u16,
+        height_mm: (u64::from(height) * 254 / 960).min(u16::MAX.into()) as u16,
+        xoff: 0,
+        yoff: 0,
+        width,
+        height,
+    }
+}
+
 /// How long a window may go without a frame callback before it is taken as hidden.
 /// (A compositor calls back within a refresh or two; software rendering under TCG has
 /// been seen taking over a second now and then, which this only makes answer early.)
@@ -488,16 +501,7 @@ impl Head {
                     _ => None,
                 };
                 if let (Some((width, height)), false) = (preferred, self.ui_info_refused) {
-                    let info = UiInfo {
-                        // At 96 dpi.
-                        width_mm: (u64::from(width) * 254 / 960).min(u16::MAX.into()) as u16,
-                        height_mm: (u64::from(height) * 254 / 960).min(u16::MAX.into()) as u16,
-                        xoff: 0,
-                        yoff: 0,
-                        width,
-                        height,
-                    };
-                    if let Err(error) = self.console.set_ui_info(info) {
+                    if let Err(error) = self.console.set_ui_info(ui_info(width, height)) {
                         println!(
                             "viewer: console {}: window size not passed to the guest: {error}",
                             self.id
