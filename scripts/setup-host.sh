@@ -13,7 +13,7 @@
 #   under target/ by scripts/guest/setup.sh.
 set -euo pipefail
 
-STAMP=/var/lib/guestfb/setup-host.v3
+STAMP=/var/lib/guestfb/setup-host.v4
 if [[ -f $STAMP ]]; then
     exit 0
 fi
@@ -48,7 +48,7 @@ apt-get install -y -qq --no-install-recommends -t bookworm-backports \
     qemu-system-x86 weston wayland-utils libgbm-dev libegl-mesa0 libgl1-mesa-dri \
     libegl1 libgles2 libwayland-egl1 qemu-system-modules-opengl seabios >/dev/null
 apt-get install -y -qq --no-install-recommends \
-    dbus-daemon ipxe-qemu xvfb xdotool busybox-static pahole kmod cpio xz-utils gzip libpixman-1-dev pkg-config \
+    dbus-daemon ipxe-qemu xvfb xdotool busybox-static pahole kmod cpio xz-utils zstd gzip libpixman-1-dev pkg-config \
     patch make gcc >/dev/null
 
 # QEMU's D-Bus display lives in a module; without it `-display dbus` fails at run time.

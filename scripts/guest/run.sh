@@ -69,7 +69,7 @@ timeout -k 10 "$timeout_s" qemu-system-x86_64 \
     -machine pc,accel=tcg -cpu max -smp 2 -m 2G \
     -nodefaults -no-user-config -display none -no-reboot \
     -serial "file:$RUN/console.log" \
-    -kernel "$G/vmlinuz" -initrd "$G/initramfs.img" \
+    -kernel "$G/vmlinux" -initrd "$G/initramfs.img" \
     -append "$append" \
     -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
     -virtfs "local,path=$RUN,mount_tag=guestfbrun,security_model=none,multidevs=remap" \

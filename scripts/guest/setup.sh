@@ -29,7 +29,7 @@ die() {
 want_stamp=$(cat "$HERE/setup.sh" "$HERE/init" "$HERE/vkms-writeback-clones.patch" | sha256sum | cut -d' ' -f1)
 up_to_date() {
     [[ ${GUESTFB_GUEST_REFRESH:-0} != 1 && -f $STAMP && $(cat "$STAMP") == "$want_stamp" \
-        && -f $G/vmlinuz && -f $G/initramfs.img ]]
+        && -f $G/vmlinuz && -f $G/vmlinux && -f $G/initramfs.img ]]
 }
 up_to_date && exit 0
 
@@ -196,7 +196,18 @@ log "modules: ${order[*]}"
 (cd "$IR" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0 | gzip -6) >"$G/initramfs.img.tmp"
 mv "$G/initramfs.img.tmp" "$G/initramfs.img"
 cp "$KROOT/boot/vmlinuz-$KREL" "$G/vmlinuz"
+# The same kernel as the uncompressed ELF inside the bzImage (zstd). It carries a PVH
+# entry note (CONFIG_PVH), so QEMU's -kernel starts it directly: no real-mode setup, no
+# decompression under TCG. Measured: a quarter of a nested boot (9.6 s -> 7.1 s one level
+# down), 1-2 s of each guest-tier boot. run.sh and nested/run-nested.sh boot this file.
+offset=$(LC_ALL=C grep -obUaP '\x28\xb5\x2f\xfd' "$G/vmlinuz" | head -n1 | cut -d: -f1)
+[[ -n $offset ]] || die "no zstd stream in $G/vmlinuz (the kernel is not zstd-compressed?)"
+# zstd stops at the end of its frame and complains about the bzImage's trailer after it.
+tail -c +"$((offset + 1))" "$G/vmlinuz" | zstd -dcq 2>/dev/null >"$G/vmlinux.tmp" || true
+readelf -n "$G/vmlinux.tmp" 2>/dev/null | grep -q 'Xen.*0x00000012' \
+    || die "$G/vmlinux.tmp from $G/vmlinuz is not an ELF kernel with a PVH entry note"
+mv "$G/vmlinux.tmp" "$G/vmlinux"
 echo "$KREL" >"$G/kernel-release"
 
 echo "$want_stamp" >"$STAMP"
-log "ready in $((SECONDS - start)) s: $G/vmlinuz, $G/initramfs.img ($(du -h "$G/initramfs.img" | cut -f1))"
+log "ready in $((SECONDS - start)) s: $G/vmlinuz, $G/vmlinux, $G/initramfs.img ($(du -h "$G/initramfs.img" | cut -f1))"
