@@ -144,7 +144,9 @@ fn measure(
                     width,
                     height,
                     planes: &[SourcePlane {
-                        data: &bytes[plane.offset as usize..],
+                        data: bytes
+                            .subslice(plane.offset as usize, bytes.len() - plane.offset as usize)
+                            .expect("validated plane offset"),
                         stride: plane.stride as usize,
                     }],
                     y0_top: true,

@@ -96,7 +96,9 @@ fn cpu_picture(export: &ExportedFramebuffer) -> Vec<[u8; 3]> {
                 .planes()
                 .iter()
                 .map(|p| SourcePlane {
-                    data: &bytes[p.offset as usize..],
+                    data: bytes
+                        .subslice(p.offset as usize, bytes.len() - p.offset as usize)
+                        .unwrap(),
                     stride: p.stride as usize,
                 })
                 .collect();

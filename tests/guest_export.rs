@@ -51,10 +51,9 @@ fn desc_covering(addr: u64, len: u64) -> FramebufferDesc {
 }
 
 fn fill(memfd: &Memfd, len: u64, byte: impl Fn(usize) -> u8) {
-    let mut map = Mapping::new(memfd.as_fd(), 0, len as usize, Access::ReadWrite).unwrap();
-    for (index, value) in map.as_mut_slice().iter_mut().enumerate() {
-        *value = byte(index);
-    }
+    let map = Mapping::new(memfd.as_fd(), 0, len as usize, Access::ReadWrite).unwrap();
+    let bytes: Vec<u8> = (0..len as usize).map(byte).collect();
+    map.bytes_mut().unwrap().write_at(0, &bytes).unwrap();
 }
 
 #[test]
@@ -98,7 +97,7 @@ fn check_pin_leaves_movable(memfd: Arc<Memfd>, size: u64) {
     mapping
         .read(|bytes, _| {
             for page in 0..(size / 4096) as usize {
-                assert_eq!(bytes[page * 4096 + 17], page as u8);
+                assert_eq!(bytes.get(page * 4096 + 17), Some(page as u8));
             }
         })
         .unwrap();
@@ -256,7 +255,7 @@ fn discard_is_refused_or_revokes_first() {
             .unwrap();
         let mapping = CpuMapping::new(export.clone());
         assert_eq!(mapping.path().unwrap(), CpuPath::UdmabufMmap);
-        assert_eq!(mapping.read(|bytes, _| bytes[100]).unwrap(), 0xAB);
+        assert_eq!(mapping.read(|bytes, _| bytes.get(100)).unwrap(), Some(0xAB));
 
         let refused = exporter
             .pins()
@@ -265,7 +264,10 @@ fn discard_is_refused_or_revokes_first() {
             matches!(refused, Err(ExportError::RangePinned { exports: 1, .. })),
             "{refused:?}"
         );
-        assert_eq!(mapping.read(|bytes, _| bytes[page as usize]).unwrap(), 0xAB);
+        assert_eq!(
+            mapping.read(|bytes, _| bytes.get(page as usize)).unwrap(),
+            Some(0xAB)
+        );
         // A range no export pins can go.
         exporter
             .pins()
@@ -298,8 +300,10 @@ fn discard_is_refused_or_revokes_first() {
             .unwrap();
         assert_eq!(again.generation(), 2);
         assert_eq!(
-            CpuMapping::new(again).read(|bytes, _| bytes[100]).unwrap(),
-            0
+            CpuMapping::new(again)
+                .read(|bytes, _| bytes.get(100))
+                .unwrap(),
+            Some(0)
         );
     }
 }
@@ -366,12 +370,14 @@ fn udmabuf_mmap_reads_what_the_memfd_holds() {
         let ram = Mapping::new(guest.memfd().as_fd(), 0, ram_len as usize, Access::Read).unwrap();
         let mut expected = Vec::new();
         for range in &desc.ranges {
-            expected.extend_from_slice(
-                &ram.as_slice()[range.addr as usize..(range.addr + range.len) as usize],
-            );
+            let piece = ram
+                .bytes()
+                .subslice(range.addr as usize, range.len as usize);
+            expected.extend_from_slice(&piece.unwrap().to_vec());
         }
         let got = mapping
-            .read(|bytes, _| bytes[..expected.len()].to_vec())
+            .read(|bytes, _| bytes.subslice(0, expected.len()).map(|b| b.to_vec()))
+            .unwrap()
             .unwrap();
         assert!(
             got == expected,
@@ -434,10 +440,11 @@ fn a_peer_dmabuf_is_classified_validated_and_read_exactly() {
     let memfd = Memfd::create("peer").unwrap();
     memfd.set_size(size).unwrap();
     {
-        let mut mapping = Mapping::new(memfd.as_fd(), 0, size as usize, Access::ReadWrite).unwrap();
-        for (i, byte) in mapping.as_mut_slice().iter_mut().enumerate() {
-            *byte = (i * 7 + i / 4093) as u8;
-        }
+        let mapping = Mapping::new(memfd.as_fd(), 0, size as usize, Access::ReadWrite).unwrap();
+        let bytes: Vec<u8> = (0..size as usize)
+            .map(|i| (i * 7 + i / 4093) as u8)
+            .collect();
+        mapping.bytes_mut().unwrap().write_at(0, &bytes).unwrap();
     }
     memfd.add_seals(Seals::SHRINK).unwrap();
     let dmabuf = Udmabuf::open()

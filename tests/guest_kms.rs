@@ -65,8 +65,8 @@ impl Capture {
     /// Captures what the presenter's CRTC shows; the target is poisoned first.
     fn take(&self, presenter: &KmsPresenter) -> Vec<u8> {
         let len = (WIDTH * 4 * HEIGHT) as usize;
-        let mut map = Mapping::new(self.memfd.as_fd(), 0, len, Access::ReadWrite).unwrap();
-        map.as_mut_slice().fill(0x5A);
+        let map = Mapping::new(self.memfd.as_fd(), 0, len, Access::ReadWrite).unwrap();
+        map.bytes_mut().unwrap().fill(0x5A);
         self.writeback
             .capture(
                 presenter.card(),
@@ -75,7 +75,7 @@ impl Capture {
                 Duration::from_secs(20),
             )
             .unwrap();
-        map.as_slice().to_vec()
+        map.bytes().to_vec()
     }
 }
 
@@ -279,7 +279,7 @@ fn revoke_moves_the_plane_off_before_the_discard() {
             let mut probe = [0u8; 4];
             let map =
                 Mapping::new(memfd.as_fd(), demo::FRAMEBUFFER_BASE, 4096, Access::Read).unwrap();
-            map.read_at(0, &mut probe).unwrap();
+            map.bytes().read_at(0, &mut probe).unwrap();
             seen.lock().unwrap().push((
                 released.map_err(|e| e.to_string()),
                 on_plane.map_err(|e| e.to_string()),

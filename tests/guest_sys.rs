@@ -11,6 +11,7 @@ use guestfb::sys::dmabuf::{Access, DmaBuf, Mapping};
 use guestfb::sys::hugetlb;
 use guestfb::sys::memfd::{Memfd, Seals};
 use guestfb::sys::udmabuf::{Limits, Range, Udmabuf};
+use guestfb::sys::volatile::{VolatileSlice, VolatileSliceMut};
 use guestfb::sys::SysError;
 use rustix::io::Errno;
 
@@ -30,16 +31,19 @@ fn word(tag: u32, index: u64) -> u32 {
     tag.wrapping_mul(0x9E37_79B9) ^ (index as u32).wrapping_mul(0x0101_0101) ^ index as u32
 }
 
-/// Fills `bytes` with the pattern of `tag`, starting at word `first_word`.
-fn fill(bytes: &mut [u8], tag: u32, first_word: u64) {
-    for (i, chunk) in bytes.chunks_exact_mut(4).enumerate() {
-        chunk.copy_from_slice(&word(tag, first_word + i as u64).to_le_bytes());
-    }
+/// Fills `bytes` (shared memory: written through its view) with the pattern of `tag`,
+/// starting at word `first_word`.
+fn fill(bytes: VolatileSliceMut<'_>, tag: u32, first_word: u64) {
+    let pattern: Vec<u8> = (0..bytes.len() as u64 / 4)
+        .flat_map(|i| word(tag, first_word + i).to_le_bytes())
+        .collect();
+    bytes.write_at(0, &pattern).unwrap();
 }
 
 /// Checks `bytes` against the pattern of `tag` from word `first_word`; panics at the
 /// first wrong word, naming its byte offset.
-fn check(bytes: &[u8], tag: u32, first_word: u64, what: &str) {
+fn check(bytes: VolatileSlice<'_>, tag: u32, first_word: u64, what: &str) {
+    let bytes = bytes.to_vec();
     let mut wrong = 0usize;
     let mut first = None;
     for (i, chunk) in bytes.chunks_exact(4).enumerate() {
@@ -62,8 +66,8 @@ fn filled_memfd(size: u64, tag: u32, seals: Seals) -> Memfd {
     let memfd = Memfd::create("guest-sys").unwrap();
     memfd.set_size(size).unwrap();
     {
-        let mut map = Mapping::new(memfd.as_fd(), 0, size as usize, Access::ReadWrite).unwrap();
-        fill(map.as_mut_slice(), tag, 0);
+        let map = Mapping::new(memfd.as_fd(), 0, size as usize, Access::ReadWrite).unwrap();
+        fill(map.bytes_mut().unwrap(), tag, 0);
     }
     if !seals.is_empty() {
         memfd.add_seals(seals).unwrap();
@@ -83,7 +87,7 @@ fn range(memfd: &Memfd, offset: u64, size: u64) -> Range<'_> {
 fn check_dmabuf(dmabuf: &DmaBuf, tag: u32, first_word: u64, what: &str) {
     let map = dmabuf.mmap(Access::Read).unwrap();
     let guard = dmabuf.sync(Access::Read).unwrap();
-    check(map.as_slice(), tag, first_word, what);
+    check(map.bytes(), tag, first_word, what);
     guard.end().unwrap();
 }
 
@@ -125,9 +129,8 @@ fn create_from_a_hugetlb_memfd_maps_its_contents() {
     memfd.set_size(2 * HUGE).unwrap();
     memfd.allocate(0, 2 * HUGE).unwrap();
     {
-        let mut map =
-            Mapping::new(memfd.as_fd(), 0, (2 * HUGE) as usize, Access::ReadWrite).unwrap();
-        fill(map.as_mut_slice(), 2, 0);
+        let map = Mapping::new(memfd.as_fd(), 0, (2 * HUGE) as usize, Access::ReadWrite).unwrap();
+        fill(map.bytes_mut().unwrap(), 2, 0);
     }
     memfd.add_seals(Seals::SHRINK).unwrap();
     let whole = udmabuf.create(range(&memfd, 0, 2 * HUGE)).unwrap();
@@ -164,17 +167,22 @@ fn create_list_keeps_the_order_given() {
         .unwrap();
     assert_eq!(dmabuf.size(), 5 * PAGE);
     let map = dmabuf.mmap(Access::Read).unwrap();
-    let bytes = map.as_slice();
+    let bytes = map.bytes();
     let page = PAGE as usize;
     check(
-        &bytes[..2 * page],
+        bytes.subslice(0, 2 * page).unwrap(),
         3,
         2 * PAGE / 4,
         "list item 0: pages 2..4",
     );
-    check(&bytes[2 * page..4 * page], 3, 0, "list item 1: pages 0..2");
     check(
-        &bytes[4 * page..],
+        bytes.subslice(2 * page, 2 * page).unwrap(),
+        3,
+        0,
+        "list item 1: pages 0..2",
+    );
+    check(
+        bytes.subslice(4 * page, page).unwrap(),
         4,
         PAGE / 4,
         "list item 2: other memfd page 1",
@@ -189,14 +197,14 @@ fn mappings_are_coherent_both_ways() {
     let size = 8 * PAGE;
     let memfd = filled_memfd(size, 5, Seals::SHRINK);
     let dmabuf = udmabuf.create(range(&memfd, 0, size)).unwrap();
-    let mut guest_view = Mapping::new(memfd.as_fd(), 0, size as usize, Access::ReadWrite).unwrap();
-    let mut display_view = dmabuf.mmap(Access::ReadWrite).unwrap();
+    let guest_view = Mapping::new(memfd.as_fd(), 0, size as usize, Access::ReadWrite).unwrap();
+    let display_view = dmabuf.mmap(Access::ReadWrite).unwrap();
 
     // The guest writes, the display reads.
-    fill(guest_view.as_mut_slice(), 6, 0);
+    fill(guest_view.bytes_mut().unwrap(), 6, 0);
     let guard = dmabuf.sync(Access::Read).unwrap();
     check(
-        display_view.as_slice(),
+        display_view.bytes(),
         6,
         0,
         "memfd write seen through the dma-buf",
@@ -205,10 +213,10 @@ fn mappings_are_coherent_both_ways() {
 
     // The display writes, the guest reads.
     let guard = dmabuf.sync(Access::Write).unwrap();
-    fill(display_view.as_mut_slice(), 7, 0);
+    fill(display_view.bytes_mut().unwrap(), 7, 0);
     guard.end().unwrap();
     check(
-        guest_view.as_slice(),
+        guest_view.bytes(),
         7,
         0,
         "dma-buf write seen through the memfd",
@@ -466,8 +474,8 @@ fn no_fd_leaks_over_1000_cycles() {
         let map = dmabuf.mmap(Access::Read).unwrap();
         let guard = dmabuf.sync(Access::Read).unwrap();
         assert_eq!(
-            map.as_slice()[0..4],
-            word(16, if cycle % 2 == 0 { 0 } else { 2 * PAGE / 4 }).to_le_bytes()
+            map.bytes().get_u32_le(0),
+            Some(word(16, if cycle % 2 == 0 { 0 } else { 2 * PAGE / 4 }))
         );
         guard.end().unwrap();
         // Failed creates must not leak either.

@@ -50,7 +50,7 @@ fn planes(
 fn source_planes(bufs: &[(Vec<u8>, usize)]) -> Vec<SourcePlane<'_>> {
     bufs.iter()
         .map(|(data, stride)| SourcePlane {
-            data,
+            data: data[..].into(),
             stride: *stride,
         })
         .collect()
@@ -209,7 +209,7 @@ proptest! {
     ) {
         let bufs: Vec<Vec<u8>> = lens.iter().map(|&l| noise(l as u64, l)).collect();
         let planes: Vec<SourcePlane> = (0..nplanes)
-            .map(|i| SourcePlane { data: &bufs[i], stride: strides[i] })
+            .map(|i| SourcePlane { data: bufs[i][..].into(), stride: strides[i] })
             .collect();
         let damage: Vec<Rect> = damage.into_iter().map(|(x, y, w, h)| Rect::new(x % 100, y % 100, w, h)).collect();
         let src = Source { format: ALL_FORMATS[f], width, height, planes: &planes, y0_top: f % 2 == 0 };
@@ -250,12 +250,12 @@ fn threaded_blit_matches_reference() {
 /// Converts one pixel of `bytes` (plane 0; plane 1 for NV12) with both implementations.
 fn one_pixel(format: PixelFormat, dest: DestFormat, plane0: &[u8], plane1: &[u8]) -> [u8; 4] {
     let mut planes = vec![SourcePlane {
-        data: plane0,
+        data: plane0.into(),
         stride: plane0.len(),
     }];
     if format == PixelFormat::Nv12 {
         planes.push(SourcePlane {
-            data: plane1,
+            data: plane1.into(),
             stride: plane1.len(),
         });
     }
@@ -351,11 +351,11 @@ fn y_flip_and_nv12_chroma_rows() {
     let chroma = [128, 128, 128, 255]; // row 0: grey; row 1: Cr = 255 (red push)
     let planes = [
         SourcePlane {
-            data: &luma,
+            data: luma[..].into(),
             stride: 2,
         },
         SourcePlane {
-            data: &chroma,
+            data: chroma[..].into(),
             stride: 2,
         },
     ];
@@ -386,7 +386,7 @@ fn y_flip_and_nv12_chroma_rows() {
 
 #[test]
 fn errors_are_typed() {
-    let data = vec![0u8; 100];
+    let data = [0u8; 100];
     let dst_ok = || vec![0u8; 4 * 4 * 4];
     let run = |format, width, height, planes: &[SourcePlane], dst: &mut [u8], stride| {
         let src = Source {
@@ -408,7 +408,7 @@ fn errors_are_typed() {
     };
     // Wrong plane count.
     let one = [SourcePlane {
-        data: &data,
+        data: data[..].into(),
         stride: 4,
     }];
     assert_eq!(
@@ -425,7 +425,7 @@ fn errors_are_typed() {
     ));
     // Small stride.
     let small = [SourcePlane {
-        data: &data,
+        data: data[..].into(),
         stride: 15,
     }];
     let err = run(PixelFormat::Xrgb8888, 4, 4, &small, &mut dst_ok(), 16).unwrap_err();
@@ -441,7 +441,7 @@ fn errors_are_typed() {
     assert_eq!(err.to_string(), "plane 0 stride 15 < 4 samples × 4 bytes");
     // Short plane: 4 rows at stride 32 need 3 × 32 + 16 = 112 > 100.
     let short = [SourcePlane {
-        data: &data,
+        data: data[..].into(),
         stride: 32,
     }];
     let err = run(PixelFormat::Xrgb8888, 4, 4, &short, &mut dst_ok(), 16).unwrap_err();
@@ -457,14 +457,14 @@ fn errors_are_typed() {
     );
     assert!(err.to_string().contains("112"));
     // Short chroma plane.
-    let luma = vec![0u8; 16];
+    let luma = [0u8; 16];
     let nv = [
         SourcePlane {
-            data: &luma,
+            data: luma[..].into(),
             stride: 4,
         },
         SourcePlane {
-            data: &data[..7],
+            data: data[..7].into(),
             stride: 4,
         },
     ];
@@ -478,7 +478,7 @@ fn errors_are_typed() {
     ));
     // Destination stride and length.
     let ok = [SourcePlane {
-        data: &data,
+        data: data[..].into(),
         stride: 16,
     }];
     assert_eq!(
@@ -499,7 +499,7 @@ fn errors_are_typed() {
     );
     // Overflowing strides.
     let huge = [SourcePlane {
-        data: &data,
+        data: data[..].into(),
         stride: usize::MAX,
     }];
     assert!(matches!(
@@ -533,9 +533,9 @@ fn rect_helpers_and_stats() {
     );
     assert!(Rect::new(3, 3, 0, 9).is_empty());
 
-    let data = vec![0u8; 8 * 4 * 4];
+    let data = [0u8; 8 * 4 * 4];
     let planes = [SourcePlane {
-        data: &data,
+        data: data[..].into(),
         stride: 32,
     }];
     let src = Source {

@@ -71,8 +71,11 @@ fn unorm(value: u32, max: u32) -> u8 {
 fn write_memfd(len: usize, bytes: &[u8]) -> Memfd {
     let memfd = Memfd::create("guestfb-egl-test").expect("memfd_create");
     memfd.set_size(len as u64).expect("ftruncate");
-    let mut map = Mapping::new(memfd.as_fd(), 0, len, Access::ReadWrite).expect("mmap memfd");
-    map.as_mut_slice()[..bytes.len()].copy_from_slice(bytes);
+    let map = Mapping::new(memfd.as_fd(), 0, len, Access::ReadWrite).expect("mmap memfd");
+    map.bytes_mut()
+        .unwrap()
+        .write_at(0, bytes)
+        .expect("fits the memfd");
     memfd
 }
 
@@ -651,11 +654,12 @@ fn texture_follows_later_writes_to_the_memory_without_reimport() {
     // (10, 20, 30).
     let (offset, stride) = (frame.offsets[0] as usize, frame.strides[0] as usize);
     let len = offset + stride * height as usize;
-    let mut map = Mapping::new(frame.memfd.as_fd(), 0, len, Access::ReadWrite).expect("mmap");
+    let map = Mapping::new(frame.memfd.as_fd(), 0, len, Access::ReadWrite).expect("mmap");
+    let bytes = map.bytes_mut().unwrap();
     for y in 0..height as usize {
         for x in 0..width as usize {
             let at = offset + y * stride + x * 4;
-            map.as_mut_slice()[at..at + 4].copy_from_slice(&[10, 20, 30, 0]);
+            bytes.write_at(at, &[10, 20, 30, 0]).unwrap();
         }
     }
     frame.expected.fill([10, 20, 30, 255]);

@@ -53,7 +53,11 @@ fn demo_guest_pixels_read_back_through_the_memfd_path() {
             for (x, y) in [(0, 0), (1000, 0), (500, 333), (130, 600), (999, 666)] {
                 let at = y * stride + x * 4;
                 let [r, g, b] = pattern_rgb(1001, 667, 0, x as u32, y as u32);
-                assert_eq!(&bytes[at..at + 4], &[b, g, r, 0xFF], "pixel {x},{y}");
+                assert_eq!(
+                    bytes.subslice(at, 4).unwrap().to_vec(),
+                    [b, g, r, 0xFF],
+                    "pixel {x},{y}"
+                );
             }
         })
         .unwrap();
@@ -99,7 +103,7 @@ fn scattered_framebuffer_reads_like_a_contiguous_one() {
                 .map(|range| range.len)
                 .sum::<u64>() as usize;
             CpuMapping::new(export)
-                .read(|bytes, _| bytes[..len].to_vec())
+                .read(|bytes, _| bytes.subslice(0, len).unwrap().to_vec())
                 .unwrap()
         };
         assert!(
@@ -126,7 +130,9 @@ fn discard_refuses_then_revokes_and_generations_advance() {
         "{refused:?}"
     );
     assert_ne!(
-        mapping.read(|bytes, _| bytes[0..4].to_vec()).unwrap(),
+        mapping
+            .read(|bytes, _| bytes.subslice(0, 4).unwrap().to_vec())
+            .unwrap(),
         vec![0; 4]
     );
 
@@ -149,7 +155,7 @@ fn discard_refuses_then_revokes_and_generations_advance() {
     // The punched page reads as zeros through the new export.
     assert_eq!(
         CpuMapping::new(again)
-            .read(|bytes, _| bytes[0..4].to_vec())
+            .read(|bytes, _| bytes.subslice(0, 4).unwrap().to_vec())
             .unwrap(),
         vec![0; 4]
     );
@@ -183,7 +189,7 @@ fn hugetlb_guest_ram_is_detected_and_readable() {
         .export(1, &guest.desc(), PinPurpose::CpuRead)
         .unwrap();
     let first = CpuMapping::new(export)
-        .read(|bytes, _| bytes[0..4].to_vec())
+        .read(|bytes, _| bytes.subslice(0, 4).unwrap().to_vec())
         .unwrap();
     let [r, g, b] = pattern_rgb(256, 128, 0, 0, 0);
     assert_eq!(first, vec![b, g, r, 0xFF]);

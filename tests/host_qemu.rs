@@ -614,7 +614,10 @@ fn hostile_messages_are_refused_without_harm() {
         panic!("expected Update")
     };
     assert_eq!((rect.x, rect.y, rect.width, rect.height), (1, 0, 1, 1));
-    assert_eq!(&frame.lock().bytes()[0..8], &[1, 2, 3, 0, 7, 8, 9, 0]);
+    assert_eq!(
+        frame.lock().bytes().to_vec()[0..8],
+        [1, 2, 3, 0, 7, 8, 9, 0]
+    );
     ack.complete();
     caller.join().unwrap().unwrap();
 

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::sys::dmabuf::{Access, DmaBuf, Mapping};
+use crate::sys::volatile::VolatileSlice;
 
 use super::desc::{FramebufferDesc, ValidatedFramebuffer};
 use super::memory::GuestMemory;
@@ -236,7 +237,10 @@ impl ExportedFramebuffer {
     /// Runs `f` over the exported bytes read through the CPU: a dma-buf's mmap inside a
     /// `DMA_BUF_IOCTL_SYNC` read bracket, or the memfds mapped directly when there is
     /// no udmabuf. A revoked export cannot be read.
-    pub(crate) fn with_cpu_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, ExportError> {
+    pub(crate) fn with_cpu_bytes<R>(
+        &self,
+        f: impl FnOnce(VolatileSlice<'_>) -> R,
+    ) -> Result<R, ExportError> {
         match &self.inner.backing {
             Backing::Pinned(lease) => match lease.with_cpu_bytes(f) {
                 None => Err(self.revoked()),
@@ -251,7 +255,7 @@ impl ExportedFramebuffer {
                 }
                 let mapping = mapping.as_ref().expect("mapped above");
                 let sync = dmabuf.sync(Access::Read)?;
-                let result = f(mapping.as_slice());
+                let result = f(mapping.bytes());
                 sync.end()?;
                 Ok(result)
             }

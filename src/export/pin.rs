@@ -17,6 +17,7 @@ use rustix::mm::Advice;
 use crate::sys::dmabuf::{Access, DmaBuf, MapPiece, Mapping};
 use crate::sys::memfd::Memfd;
 use crate::sys::udmabuf::{self, Udmabuf};
+use crate::sys::volatile::VolatileSlice;
 use crate::sys::{self as sys, SysError};
 
 use super::memory::{MemfdId, MemfdPiece};
@@ -528,7 +529,10 @@ impl PinLease {
     /// inside a `DMA_BUF_IOCTL_SYNC` read bracket, or the memfds mapped directly when
     /// there is no udmabuf. `None` when the lease was revoked: a revoked export cannot
     /// be read, and revocation waits for a read in progress.
-    pub fn with_cpu_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Option<Result<R, SysError>> {
+    pub fn with_cpu_bytes<R>(
+        &self,
+        f: impl FnOnce(VolatileSlice<'_>) -> R,
+    ) -> Option<Result<R, SysError>> {
         let mut table = lock(&self.shared.table);
         let record = table.records.get_mut(&self.record)?;
         Some((|| {
@@ -538,7 +542,7 @@ impl PinLease {
                 None => None,
             };
             let mapping = record.mapping.as_ref().expect("mapped above");
-            let result = f(mapping.as_slice());
+            let result = f(mapping.bytes());
             if let Some(sync) = sync {
                 sync.end()?;
             }
@@ -704,7 +708,7 @@ pub fn audit(memfd: &Memfd, offset: u64, len: u64) -> Result<ZoneAudit, ExportEr
     let mut pagemap =
         std::fs::File::open("/proc/self/pagemap").map_err(io_error("open pagemap"))?;
     pagemap
-        .seek(SeekFrom::Start(mapping.as_ptr() as u64 / page * 8))
+        .seek(SeekFrom::Start(mapping.bytes().as_ptr() as u64 / page * 8))
         .map_err(io_error("seek pagemap"))?;
     let mut raw = vec![0u8; pages as usize * 8];
     pagemap

@@ -35,14 +35,18 @@
 use std::sync::OnceLock;
 
 use crate::format::PixelFormat;
+use crate::sys::volatile::VolatileSlice;
 
 pub use crate::rect::Rect;
 
 /// One plane of a source framebuffer: its bytes and the distance between rows.
+///
+/// The bytes are a [`VolatileSlice`]: guest memory that may change during the blit (a
+/// `&[u8]` would promise it does not). Private bytes convert with `.into()`.
 #[derive(Debug, Clone, Copy)]
 pub struct SourcePlane<'a> {
     /// The plane's bytes, starting at its first memory row.
-    pub data: &'a [u8],
+    pub data: VolatileSlice<'a>,
     /// Bytes from the start of one memory row to the start of the next.
     pub stride: usize,
 }
@@ -505,16 +509,14 @@ struct Job<'a> {
 
 /// `data[start..start + len]`, or an internal error naming the buffer and row.
 fn sub<'s>(
-    data: &'s [u8],
+    data: VolatileSlice<'s>,
     start: usize,
     len: usize,
     what: &'static str,
     row: usize,
-) -> Result<&'s [u8], ConvertError> {
-    start
-        .checked_add(len)
-        .and_then(|end| data.get(start..end))
-        .ok_or(ConvertError::RowOutOfBounds {
+) -> Result<VolatileSlice<'s>, ConvertError> {
+    data.subslice(start, len)
+        .map_err(|_| ConvertError::RowOutOfBounds {
             what,
             row: row as u64,
         })
@@ -527,9 +529,11 @@ impl Job<'_> {
         let src = self.src;
         let bpp = src.format.bytes_per_pixel() as usize;
         let plane0 = src.planes.first().copied().unwrap_or(SourcePlane {
-            data: &[],
+            data: VolatileSlice::empty(),
             stride: 0,
         });
+        // NV12 rows are copied out of guest memory before conversion (see `nv12`).
+        let (mut luma, mut chroma) = (Vec::new(), Vec::new());
         for rect in self.rects {
             let ry0 = rect.y.max(y0);
             let ry1 = (rect.bottom().min(u64::from(y1))) as u32;
@@ -553,7 +557,14 @@ impl Job<'_> {
                     mem_row,
                 )?;
                 match self.kernel {
-                    Kernel::Copy => dst_row.copy_from_slice(s_row),
+                    Kernel::Copy => {
+                        s_row
+                            .copy_to(dst_row)
+                            .map_err(|_| ConvertError::RowOutOfBounds {
+                                what: "destination",
+                                row: u64::from(y),
+                            })?
+                    }
                     Kernel::SetAlpha => swizzle32(self.simd, false, s_row, dst_row),
                     Kernel::SwapSetAlpha => swizzle32(self.simd, true, s_row, dst_row),
                     Kernel::Swap => swap32_keep_alpha(self.simd, s_row, dst_row),
@@ -562,7 +573,7 @@ impl Job<'_> {
                     Kernel::Rgb565 => rgb565_row(self.simd, s_row, dst_row),
                     Kernel::Nv12 => {
                         let plane1 = src.planes.get(1).copied().unwrap_or(SourcePlane {
-                            data: &[],
+                            data: VolatileSlice::empty(),
                             stride: 0,
                         });
                         let c_row = mem_row / 2;
@@ -575,7 +586,9 @@ impl Job<'_> {
                             "plane 1",
                             c_row,
                         )?;
-                        nv12(self.simd, s_row, uv, x % 2 == 1, dst_row);
+                        let luma = stage(s_row, &mut luma);
+                        let uv = stage(uv, &mut chroma);
+                        nv12(self.simd, luma, uv, x % 2 == 1, dst_row);
                     }
                 }
             }
@@ -587,9 +600,46 @@ impl Job<'_> {
 // ---------------------------------------------------------------------------------------
 // Row kernels. Each takes a source row and a destination row of the same pixel count
 // (the callers slice them so); kernels never index past the shorter of the two.
+//
+// The source row is guest memory (a `VolatileSlice`), never a `&[u8]`. The SIMD kernels
+// load from its raw pointer; the portable loops, written over slices, run on copies of
+// it made through a small stack buffer (`staged`) or, for NV12's two planes, a scratch
+// row (`stage`).
+
+/// Pixels per chunk that [`staged`] copies out of guest memory at once (fits L1).
+const STAGE_PIXELS: usize = 256;
+
+/// Runs the slice kernel `kernel` over the source row `src` of `in_bpp`-byte pixels,
+/// copying it out of guest memory [`STAGE_PIXELS`] pixels at a time, into `dst` (4
+/// bytes per pixel).
+#[inline(always)]
+fn staged(
+    src: VolatileSlice<'_>,
+    in_bpp: usize,
+    dst: &mut [u8],
+    kernel: impl Fn(&[u8], &mut [u8]),
+) {
+    let mut buf = [0u8; STAGE_PIXELS * 4];
+    let pixels = (src.len() / in_bpp).min(dst.len() / 4);
+    for (chunk, out) in dst[..pixels * 4].chunks_mut(STAGE_PIXELS * 4).enumerate() {
+        let bytes = &mut buf[..out.len() / 4 * in_bpp];
+        // In range: chunk × STAGE_PIXELS + out.len() / 4 ≤ pixels ≤ src.len() / in_bpp.
+        if src.read_at(chunk * STAGE_PIXELS * in_bpp, bytes).is_ok() {
+            kernel(bytes, out);
+        }
+    }
+}
+
+/// Copies the source row `src` out of guest memory into `scratch`.
+fn stage<'s>(src: VolatileSlice<'_>, scratch: &'s mut Vec<u8>) -> &'s [u8] {
+    scratch.resize(src.len(), 0);
+    // Same length: cannot fail.
+    let _ = src.copy_to(scratch);
+    scratch
+}
 
 /// 32-bit → 32-bit with alpha forced to 0xFF, R/B swapped when `swap`.
-fn swizzle32(simd: Simd, swap: bool, src: &[u8], dst: &mut [u8]) {
+fn swizzle32(simd: Simd, swap: bool, src: VolatileSlice<'_>, dst: &mut [u8]) {
     match (simd, swap) {
         #[cfg(target_arch = "x86_64")]
         (Simd::Avx2, true) => {
@@ -611,13 +661,13 @@ fn swizzle32(simd: Simd, swap: bool, src: &[u8], dst: &mut [u8]) {
             // SAFETY: as above, SSSE3 was detected.
             unsafe { x86::shuffle32_ssse3::<false, true>(src, dst) }
         }
-        (_, true) => words32::<true, true>(src, dst),
-        (_, false) => words32::<false, true>(src, dst),
+        (_, true) => staged(src, 4, dst, words32::<true, true>),
+        (_, false) => staged(src, 4, dst, words32::<false, true>),
     }
 }
 
 /// 32-bit → 32-bit with R/B swapped and alpha kept.
-fn swap32_keep_alpha(simd: Simd, src: &[u8], dst: &mut [u8]) {
+fn swap32_keep_alpha(simd: Simd, src: VolatileSlice<'_>, dst: &mut [u8]) {
     match simd {
         #[cfg(target_arch = "x86_64")]
         Simd::Avx2 => {
@@ -629,7 +679,7 @@ fn swap32_keep_alpha(simd: Simd, src: &[u8], dst: &mut [u8]) {
             // SAFETY: `Simd::Ssse3` is only selected when SSSE3 was detected at run time.
             unsafe { x86::shuffle32_ssse3::<true, false>(src, dst) }
         }
-        _ => words32::<true, false>(src, dst),
+        _ => staged(src, 4, dst, words32::<true, false>),
     }
 }
 
@@ -652,7 +702,7 @@ fn words32<const SWAP: bool, const ALPHA: bool>(src: &[u8], dst: &mut [u8]) {
 }
 
 /// 24-bit → B G R 0xFF; `RGB` means source bytes R G B (DRM BGR888), otherwise B G R.
-fn rgb24(simd: Simd, rgb: bool, src: &[u8], dst: &mut [u8]) {
+fn rgb24(simd: Simd, rgb: bool, src: VolatileSlice<'_>, dst: &mut [u8]) {
     match (simd, rgb) {
         #[cfg(target_arch = "x86_64")]
         (Simd::Avx2 | Simd::Ssse3, true) => {
@@ -665,8 +715,8 @@ fn rgb24(simd: Simd, rgb: bool, src: &[u8], dst: &mut [u8]) {
             // SAFETY: as above.
             unsafe { x86::rgb24_ssse3::<false>(src, dst) }
         }
-        (_, true) => words24::<true>(src, dst),
-        (_, false) => words24::<false>(src, dst),
+        (_, true) => staged(src, 3, dst, words24::<true>),
+        (_, false) => staged(src, 3, dst, words24::<false>),
     }
 }
 
@@ -684,14 +734,14 @@ fn words24<const RGB: bool>(src: &[u8], dst: &mut [u8]) {
 }
 
 /// RGB565 → B G R 0xFF with bit replication.
-fn rgb565_row(simd: Simd, src: &[u8], dst: &mut [u8]) {
+fn rgb565_row(simd: Simd, src: VolatileSlice<'_>, dst: &mut [u8]) {
     match simd {
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx2 => {
+        Simd::Avx2 => staged(src, 2, dst, |s, d| {
             // SAFETY: `Simd::Avx2` is only selected when AVX2 was detected at run time.
-            unsafe { x86::rgb565_avx2(src, dst) }
-        }
-        _ => rgb565_words(src, dst),
+            unsafe { x86::rgb565_avx2(s, d) }
+        }),
+        _ => staged(src, 2, dst, rgb565_words),
     }
 }
 
@@ -810,8 +860,11 @@ fn nv12_row(luma: &[u8], uv: &[u8], odd: bool, dst: &mut [u8]) {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     //! `pshufb` kernels. Each is an `unsafe fn` only because it needs a CPU feature; the
-    //! memory accesses stay inside the slices they are given.
+    //! memory accesses stay inside the rows they are given. Source rows are guest
+    //! memory, read through their raw pointer with unaligned loads (no reference).
     use std::arch::x86_64::*;
+
+    use crate::sys::volatile::VolatileSlice;
 
     /// Byte shuffle for one 16-byte lane of 32-bit pixels: swap bytes 0 and 2 of each
     /// pixel when `swap`, else identity.
@@ -839,7 +892,10 @@ mod x86 {
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
-    pub unsafe fn shuffle32_avx2<const SWAP: bool, const ALPHA: bool>(src: &[u8], dst: &mut [u8]) {
+    pub unsafe fn shuffle32_avx2<const SWAP: bool, const ALPHA: bool>(
+        src: VolatileSlice<'_>,
+        dst: &mut [u8],
+    ) {
         let n = src.len().min(dst.len()) & !3;
         // Bring the stores to a 32-byte boundary (when the destination is 4-byte aligned,
         // as wl_shm rows are) so that no store splits a cache line.
@@ -849,8 +905,8 @@ mod x86 {
         } else {
             0
         };
-        if let (Some(s), Some(d)) = (src.get(..i), dst.get_mut(..i)) {
-            super::words32::<SWAP, ALPHA>(s, d);
+        if let (Ok(s), Some(d)) = (src.subslice(0, i), dst.get_mut(..i)) {
+            super::staged(s, 4, d, super::words32::<SWAP, ALPHA>);
         }
         // SAFETY: AVX2 is present (caller's contract); each load reads src[i..i + 32]
         // and each store writes dst[i..i + 32] with i + 32 ≤ n ≤ both lengths; the
@@ -891,8 +947,8 @@ mod x86 {
                 i += 32;
             }
         }
-        if let (Some(s), Some(d)) = (src.get(i..n), dst.get_mut(i..n)) {
-            super::words32::<SWAP, ALPHA>(s, d);
+        if let (Ok(s), Some(d)) = (src.subslice(i, n - i), dst.get_mut(i..n)) {
+            super::staged(s, 4, d, super::words32::<SWAP, ALPHA>);
         }
     }
 
@@ -901,7 +957,10 @@ mod x86 {
     /// # Safety
     /// The CPU must support SSSE3.
     #[target_feature(enable = "ssse3")]
-    pub unsafe fn shuffle32_ssse3<const SWAP: bool, const ALPHA: bool>(src: &[u8], dst: &mut [u8]) {
+    pub unsafe fn shuffle32_ssse3<const SWAP: bool, const ALPHA: bool>(
+        src: VolatileSlice<'_>,
+        dst: &mut [u8],
+    ) {
         let n = src.len().min(dst.len()) & !3;
         let mut i = 0;
         // SAFETY: SSSE3 is present (caller's contract); each load reads src[i..i + 16]
@@ -921,8 +980,8 @@ mod x86 {
                 i += 16;
             }
         }
-        if let (Some(s), Some(d)) = (src.get(i..n), dst.get_mut(i..n)) {
-            super::words32::<SWAP, ALPHA>(s, d);
+        if let (Ok(s), Some(d)) = (src.subslice(i, n - i), dst.get_mut(i..n)) {
+            super::staged(s, 4, d, super::words32::<SWAP, ALPHA>);
         }
     }
 
@@ -950,7 +1009,7 @@ mod x86 {
     /// # Safety
     /// The CPU must support SSSE3.
     #[target_feature(enable = "ssse3")]
-    pub unsafe fn rgb24_ssse3<const RGB: bool>(src: &[u8], dst: &mut [u8]) {
+    pub unsafe fn rgb24_ssse3<const RGB: bool>(src: VolatileSlice<'_>, dst: &mut [u8]) {
         let pixels = (src.len() / 3).min(dst.len() / 4);
         let (mut si, mut di) = (0usize, 0usize);
         let mut done = 0usize;
@@ -988,8 +1047,11 @@ mod x86 {
                 done += 4;
             }
         }
-        if let (Some(s), Some(d)) = (src.get(si..pixels * 3), dst.get_mut(di..pixels * 4)) {
-            super::words24::<RGB>(s, d);
+        if let (Ok(s), Some(d)) = (
+            src.subslice(si, pixels * 3 - si),
+            dst.get_mut(di..pixels * 4),
+        ) {
+            super::staged(s, 3, d, super::words24::<RGB>);
         }
     }
 }
@@ -1010,13 +1072,19 @@ fn reference_pixel(
         got: 0,
     })?;
     let bpp = src.format.bytes_per_pixel() as usize;
-    let p = sub(
+    let mut p = [0u8; 4];
+    sub(
         plane0.data,
         mem_row * plane0.stride + x * bpp,
         bpp,
         "plane 0",
         mem_row,
-    )?;
+    )?
+    .copy_to(&mut p[..bpp])
+    .map_err(|_| ConvertError::RowOutOfBounds {
+        what: "plane 0",
+        row: mem_row as u64,
+    })?;
     let keep_alpha = dst == DestFormat::Argb8888;
     let alpha = |a: u8| if keep_alpha { a } else { 0xFF };
     Ok(match src.format {
@@ -1038,13 +1106,19 @@ fn reference_pixel(
                 got: src.planes.len(),
             })?;
             let c_row = mem_row / 2;
-            let c = sub(
+            let mut c = [0u8; 2];
+            sub(
                 plane1.data,
                 c_row * plane1.stride + (x / 2) * 2,
                 2,
                 "plane 1",
                 c_row,
-            )?;
+            )?
+            .copy_to(&mut c)
+            .map_err(|_| ConvertError::RowOutOfBounds {
+                what: "plane 1",
+                row: c_row as u64,
+            })?;
             let [r, g, b] = nv12_to_rgb(p[0], c[0], c[1]);
             [b, g, r, 0xFF]
         }

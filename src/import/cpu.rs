@@ -2,6 +2,7 @@
 
 use crate::export::{ExportError, ExportedFramebuffer, ValidatedFramebuffer};
 use crate::rect::Rect;
+use crate::sys::volatile::VolatileSlice;
 
 use super::convert::{self, BlitStats, Dest, Source, SourcePlane};
 use super::ImportError;
@@ -48,9 +49,12 @@ impl CpuMapping {
     }
 
     /// Runs `f` over the exported bytes (plane offsets of the layout index into them).
+    ///
+    /// The bytes are guest memory, so `f` gets a [`VolatileSlice`], not a slice: copy
+    /// out what it needs (`read_at`, `to_vec`, `get`).
     pub fn read<R>(
         &self,
-        f: impl FnOnce(&[u8], &ValidatedFramebuffer) -> R,
+        f: impl FnOnce(VolatileSlice<'_>, &ValidatedFramebuffer) -> R,
     ) -> Result<R, ExportError> {
         let layout = self.export.layout();
         self.export.with_cpu_bytes(|bytes| f(bytes, layout))
@@ -75,11 +79,14 @@ impl CpuMapping {
     }
 }
 
-/// The planes of the visible rect, as slices of the exported bytes.
+/// The planes of the visible rect, as views of the exported bytes.
 ///
 /// The visible rect is in picture coordinates; with `y0_top == false` picture row `y`
 /// is memory row `height - 1 - y`, so the visible rows start lower in memory.
-fn visible_planes<'a>(bytes: &'a [u8], layout: &ValidatedFramebuffer) -> Vec<SourcePlane<'a>> {
+fn visible_planes<'a>(
+    bytes: VolatileSlice<'a>,
+    layout: &ValidatedFramebuffer,
+) -> Vec<SourcePlane<'a>> {
     let visible = layout.visible_in_memory();
     let first_memory_row = visible.y;
     layout
@@ -93,7 +100,9 @@ fn visible_planes<'a>(bytes: &'a [u8], layout: &ValidatedFramebuffer) -> Vec<Sou
             let column = u64::from(visible.x / info.h_sub) * u64::from(info.bytes_per_sample);
             let start = plane.offset + row * u64::from(plane.stride) + column;
             let end = plane.offset + plane.span();
-            let data = bytes.get(start as usize..end as usize).unwrap_or_default();
+            let data = bytes
+                .subslice(start as usize, (end - start) as usize)
+                .unwrap_or(VolatileSlice::empty());
             SourcePlane {
                 data,
                 stride: plane.stride as usize,

@@ -436,7 +436,10 @@ impl DemoGuest {
             }
             let take = (range.len - offset).min(bytes.len() as u64) as usize;
             let at = (range.addr + offset) as usize;
-            self.ram.as_mut_slice()[at..at + take].copy_from_slice(&bytes[..take]);
+            self.ram
+                .bytes_mut()
+                .and_then(|ram| ram.write_at(at, &bytes[..take]))
+                .expect("the demo's RAM is mapped writable and its ranges lie inside it");
             bytes = &bytes[take..];
             offset = 0;
         }
@@ -519,7 +522,7 @@ mod tests {
     fn picture(guest: &DemoGuest, index: usize) -> Vec<[u8; 3]> {
         let desc = guest.buffer_desc(index);
         let base = desc.ranges[0].addr as usize;
-        let ram = guest.ram.as_slice();
+        let ram = guest.ram.bytes().to_vec();
         let (width, height) = (guest.config.width, guest.config.height);
         let mut out = Vec::new();
         for y in 0..height {

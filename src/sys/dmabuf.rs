@@ -6,6 +6,7 @@ use std::ptr::NonNull;
 use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags};
 
+use super::volatile::{VolatileSlice, VolatileSliceMut};
 use super::{Result, SysError};
 
 const DMA_BUF_SYNC_READ: u64 = 1;
@@ -142,8 +143,8 @@ impl Drop for SyncGuard<'_> {
 
 /// A shared mapping of a file (a dma-buf or memfd pieces), unmapped on drop.
 ///
-/// The memory is shared with the guest, which may write it at any time: read it
-/// through short-lived slices (a blit), never keep a `&[u8]` for long.
+/// The memory is shared with the guest, which may write it at any time: it is reached
+/// only through [`VolatileSlice`] views ([`Mapping::bytes`], [`Mapping::bytes_mut`]).
 #[derive(Debug)]
 pub struct Mapping {
     /// What mmap returned (whole pages).
@@ -152,10 +153,12 @@ pub struct Mapping {
     /// The bytes this mapping shows: `base + start .. + len`.
     start: usize,
     len: usize,
+    /// Mapped PROT_WRITE.
+    writable: bool,
 }
 
 // SAFETY: the mapping is plain shared memory with no thread affinity; the raw pointer
-// is only dereferenced through methods that bound-check.
+// is only reached through bounds-checked volatile views.
 unsafe impl Send for Mapping {}
 // SAFETY: as above; shared reads of shared memory are what the mapping is for.
 unsafe impl Sync for Mapping {}
@@ -198,6 +201,7 @@ impl Mapping {
             base_len: len,
             start: 0,
             len,
+            writable: access != Access::Read,
         })
     }
 
@@ -234,6 +238,7 @@ impl Mapping {
             base_len: total,
             start: 0,
             len: total,
+            writable: false,
         };
         let mut position = 0;
         for piece in pieces {
@@ -281,27 +286,24 @@ impl Mapping {
         self.len == 0
     }
 
-    /// Start of the mapped bytes.
-    pub fn as_ptr(&self) -> *const u8 {
-        // SAFETY: start ≤ base_len, checked when narrowed.
-        unsafe { self.base.as_ptr().add(self.start) }
+    /// The mapped bytes, read-only: a view, never a slice, because the guest (or a
+    /// device) may write them at any time (see [`crate::sys::volatile`]).
+    pub fn bytes(&self) -> VolatileSlice<'_> {
+        // SAFETY: base + start .. + len lies inside the mapping (checked when narrowed),
+        // which is readable and stays mapped for the life of `self`; guestfb forms no
+        // reference into it.
+        unsafe { VolatileSlice::new(self.base.as_ptr().add(self.start), self.len) }
     }
 
-    /// The mapped bytes as a slice, for a short read (a blit).
-    ///
-    /// The guest may change the bytes meanwhile; that tears a picture, it does not
-    /// break memory safety for plain bytes.
-    pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: start..start+len lies inside the mapping, readable for the life of
-        // `self`.
-        unsafe { std::slice::from_raw_parts(self.as_ptr(), self.len) }
-    }
-
-    /// The mapped bytes as a mutable slice (the mapping must be writable).
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as for `as_slice`, and `&mut self` keeps this the only slice into it
-        // from this process.
-        unsafe { std::slice::from_raw_parts_mut(self.as_ptr() as *mut u8, self.len) }
+    /// The mapped bytes, writable; an error for a read-only mapping.
+    pub fn bytes_mut(&self) -> Result<VolatileSliceMut<'_>> {
+        if !self.writable {
+            return Err(SysError::ReadOnlyMapping {
+                len: self.len as u64,
+            });
+        }
+        // SAFETY: as for `bytes`, and the mapping was made PROT_WRITE.
+        Ok(unsafe { VolatileSliceMut::new(self.base.as_ptr().add(self.start), self.len) })
     }
 
     /// `madvise` over the whole mapping (populate, for instance).
@@ -309,20 +311,6 @@ impl Mapping {
         // SAFETY: the range is exactly this mapping, which lives as long as `self`;
         // the advice values used (populate) do not change what the memory holds.
         unsafe { rustix::mm::madvise(self.base.as_ptr().cast(), self.base_len, advice) }
-    }
-
-    /// Copies bytes out, bounds checked.
-    pub fn read_at(&self, offset: usize, out: &mut [u8]) -> Result<()> {
-        let end = offset.checked_add(out.len()).filter(|&end| end <= self.len);
-        if end.is_none() {
-            return Err(SysError::OutOfBounds {
-                offset: offset as u64,
-                len: out.len() as u64,
-                size: self.len as u64,
-            });
-        }
-        out.copy_from_slice(&self.as_slice()[offset..offset + out.len()]);
-        Ok(())
     }
 }
 
@@ -347,15 +335,20 @@ mod tests {
     fn memfd_mapping_reads_what_was_written() {
         let memfd = crate::sys::memfd::Memfd::create("map").unwrap();
         memfd.set_size(8192).unwrap();
-        let mut writer = Mapping::new(memfd.as_fd(), 0, 8192, Access::ReadWrite).unwrap();
-        writer.as_mut_slice()[4096..4100].copy_from_slice(b"gfb!");
+        let writer = Mapping::new(memfd.as_fd(), 0, 8192, Access::ReadWrite).unwrap();
+        writer.bytes_mut().unwrap().write_at(4096, b"gfb!").unwrap();
         let reader = Mapping::new(memfd.as_fd(), 4096, 4096, Access::Read).unwrap();
         let mut out = [0u8; 4];
-        reader.read_at(0, &mut out).unwrap();
+        reader.bytes().read_at(0, &mut out).unwrap();
         assert_eq!(&out, b"gfb!");
         assert!(matches!(
-            reader.read_at(4094, &mut out),
+            reader.bytes().read_at(4094, &mut out),
             Err(SysError::OutOfBounds { .. })
+        ));
+        // A read-only mapping cannot be written from safe code.
+        assert!(matches!(
+            reader.bytes_mut(),
+            Err(SysError::ReadOnlyMapping { len: 4096 })
         ));
     }
 
@@ -363,9 +356,10 @@ mod tests {
     fn stitched_pieces_read_back_to_back() {
         let memfd = crate::sys::memfd::Memfd::create("stitch").unwrap();
         memfd.set_size(4 * 4096).unwrap();
-        let mut writer = Mapping::new(memfd.as_fd(), 0, 4 * 4096, Access::ReadWrite).unwrap();
-        for (page, chunk) in writer.as_mut_slice().chunks_mut(4096).enumerate() {
-            chunk.fill(page as u8 + 1);
+        let writer = Mapping::new(memfd.as_fd(), 0, 4 * 4096, Access::ReadWrite).unwrap();
+        let bytes = writer.bytes_mut().unwrap();
+        for page in 0..4 {
+            bytes.fill_range(page * 4096, 4096, page as u8 + 1).unwrap();
         }
         let piece = |page: u64| MapPiece {
             fd: memfd.as_fd(),
@@ -377,9 +371,14 @@ mod tests {
             .narrow(100, 8000)
             .unwrap();
         assert_eq!(stitched.len(), 8000);
-        assert_eq!(stitched.as_slice()[0], 4);
-        assert_eq!(stitched.as_slice()[4095 - 100], 4);
-        assert_eq!(stitched.as_slice()[4096 - 100], 2);
+        let bytes = stitched.bytes();
+        assert_eq!(bytes.get(0), Some(4));
+        assert_eq!(bytes.get(4095 - 100), Some(4));
+        assert_eq!(bytes.get(4096 - 100), Some(2));
+        assert!(
+            stitched.bytes_mut().is_err(),
+            "stitched mappings are read-only"
+        );
         assert!(Mapping::stitched(&[]).is_err());
     }
 }

@@ -11,6 +11,7 @@ pub mod fdkind;
 pub mod hugetlb;
 pub mod memfd;
 pub mod udmabuf;
+pub mod volatile;
 
 use rustix::io::Errno;
 
@@ -119,6 +120,15 @@ pub enum SysError {
         len: u64,
         /// Size of the buffer.
         size: u64,
+    },
+    /// Writing was asked of a read-only mapping.
+    #[error(
+        "the {len}-byte mapping is read-only; map it with Access::Write or \
+         Access::ReadWrite to write it"
+    )]
+    ReadOnlyMapping {
+        /// Length of the mapping.
+        len: u64,
     },
     /// A hugetlb page size the kernel cannot express in memfd flags.
     #[error("hugetlb page size {0} is not a power of two between 64 KiB and 16 GiB")]

@@ -285,7 +285,7 @@ fn read_back(
     status: &PresentStatus,
 ) -> Result<Vec<u8>, Error> {
     let (width, height) = presenter.mode_size();
-    let mut target = WritebackTarget::dumb(presenter.card(), width, height)?;
+    let target = WritebackTarget::dumb(presenter.card(), width, height)?;
     writeback.capture(
         presenter.card(),
         presenter.crtc(),

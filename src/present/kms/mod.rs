@@ -49,6 +49,7 @@ use crate::format::{Modifier, PixelFormat};
 use crate::import::convert::{Dest, DestFormat};
 use crate::import::ImportError;
 use crate::rect::Rect;
+use crate::sys::dmabuf::{Access, Mapping};
 use crate::sys::SysError;
 
 #[cfg(feature = "egl")]
@@ -413,7 +414,20 @@ impl Dumb {
         buffer::Buffer::pitch(self.buffer())
     }
 
-    /// Runs `f` over the mapped bytes and the pitch.
+    /// Copies the bytes out through a volatile view: for a writeback target, which the
+    /// display engine writes (drm's own dumb mapping would hold a `&mut [u8]` over it).
+    fn read_back(&self) -> Result<Vec<u8>, KmsError> {
+        let handle: u32 = buffer::Buffer::handle(self.buffer()).into();
+        let map = drm_ffi::mode::dumbbuffer::map(self.card.as_fd(), handle, 0, 0)
+            .map_err(ioctl("DRM_IOCTL_MODE_MAP_DUMB"))?;
+        let (_, height) = buffer::Buffer::size(self.buffer());
+        let len = self.pitch() as usize * height as usize;
+        let mapping = Mapping::new(self.card.as_fd(), map.offset, len, Access::Read)?;
+        Ok(mapping.bytes().to_vec())
+    }
+
+    /// Runs `f` over the mapped bytes and the pitch: for buffers only the CPU writes
+    /// (the display engine reads them), so a slice over them is sound.
     fn with_bytes<R>(&mut self, f: impl FnOnce(&mut [u8], u32) -> R) -> Result<R, KmsError> {
         let pitch = self.pitch();
         let card = self.card.clone();

@@ -47,9 +47,11 @@ pub fn probe_hugetlb_vmap_quirk(card: &Card) -> Result<bool, KmsError> {
         len,
         size: usize::MAX as u64,
     })?;
-    let mut map = Mapping::new(memfd.as_fd(), 0, map_len, Access::ReadWrite)?;
-    for (index, pixel) in map.as_mut_slice().chunks_exact_mut(4).enumerate() {
-        pixel.copy_from_slice(&(probe_pixel(index as u64) | 0xFF00_0000).to_le_bytes());
+    let map = Mapping::new(memfd.as_fd(), 0, map_len, Access::ReadWrite)?;
+    let pixels = map.bytes_mut()?;
+    for index in 0..map_len / 4 {
+        let pixel = (probe_pixel(index as u64) | 0xFF00_0000).to_le_bytes();
+        pixels.write_at(index * 4, &pixel)?;
     }
     let dmabuf = Udmabuf::open()?.create(Range {
         memfd: memfd.as_fd(),
@@ -75,7 +77,7 @@ pub fn probe_hugetlb_vmap_quirk(card: &Card) -> Result<bool, KmsError> {
         req,
         "probe modeset of the hugetlb udmabuf",
     )?;
-    let mut target = WritebackTarget::dumb(card, width, height)?;
+    let target = WritebackTarget::dumb(card, width, height)?;
     let captured = writeback
         .capture(card, pipe.crtc, &target, Duration::from_secs(10))
         .and_then(|()| target.read_dumb());

@@ -85,9 +85,9 @@ impl WritebackTarget {
     }
 
     /// A dumb target's bytes (`None` for an imported dma-buf: read its memfd instead).
-    pub fn read_dumb(&mut self) -> Result<Option<Vec<u8>>, KmsError> {
-        match &mut self.dumb {
-            Some(dumb) => dumb.with_bytes(|bytes, _| Some(bytes.to_vec())),
+    pub fn read_dumb(&self) -> Result<Option<Vec<u8>>, KmsError> {
+        match &self.dumb {
+            Some(dumb) => dumb.read_back().map(Some),
             None => Ok(None),
         }
     }

@@ -32,6 +32,7 @@ use crate::sys;
 use crate::sys::dmabuf::{Access, Mapping};
 use crate::sys::fdkind::{self, FdKind};
 use crate::sys::memfd::{Memfd, Seals};
+use crate::sys::volatile::VolatileSlice;
 
 /// The object path QEMU calls the listener on.
 pub const LISTENER_PATH: &str = "/org/qemu/Display1/Listener";
@@ -134,7 +135,7 @@ impl Frame {
     }
 
     /// True when the pixels are QEMU's own surface memory (the `Unix.Map` path): QEMU
-    /// may change them at any time; read them for a blit, do not keep slices.
+    /// may change them at any time (which is why [`Frame::bytes`] is a view).
     pub fn is_shared_memory(&self) -> bool {
         matches!(self.storage, Storage::Mapped { .. })
     }
@@ -154,32 +155,37 @@ impl Frame {
         }
     }
 
-    /// All `stride × height` bytes.
-    pub fn bytes(&self) -> &[u8] {
+    /// All `stride × height` bytes: a view, because a mapped frame is QEMU's surface
+    /// memory, which QEMU (and the guest's device model) may write at any time.
+    pub fn bytes(&self) -> VolatileSlice<'_> {
         match &self.storage {
-            Storage::Owned(bytes) => bytes,
-            Storage::Mapped { mapping, .. } => mapping.as_slice(),
+            Storage::Owned(bytes) => VolatileSlice::from(&bytes[..]),
+            Storage::Mapped { mapping, .. } => mapping.bytes(),
         }
     }
 
     /// The visible bytes of row `y` (`width × bytes per pixel`), `None` past the end.
-    pub fn row(&self, y: u32) -> Option<&[u8]> {
+    pub fn row(&self, y: u32) -> Option<VolatileSlice<'_>> {
         if y >= self.height {
             return None;
         }
         let start = y as usize * self.stride as usize;
         let len = self.width as usize * self.format.bytes_per_pixel() as usize;
-        self.bytes().get(start..start + len)
+        self.bytes().subslice(start, len).ok()
     }
 
     /// The picture as tightly packed 8-bit R G B triples (for checks and PNG files).
     pub fn to_rgb(&self) -> Vec<u8> {
         let bpp = self.format.bytes_per_pixel() as usize;
         let mut out = Vec::with_capacity(self.width as usize * self.height as usize * 3);
+        let mut row_bytes = Vec::new();
         for y in 0..self.height {
             if let Some(row) = self.row(y) {
-                for px in row.chunks_exact(bpp) {
-                    out.extend_from_slice(&pixman::pixel_rgb(self.format, px));
+                row_bytes.resize(row.len(), 0);
+                if row.copy_to(&mut row_bytes).is_ok() {
+                    for px in row_bytes.chunks_exact(bpp) {
+                        out.extend_from_slice(&pixman::pixel_rgb(self.format, px));
+                    }
                 }
             }
         }
