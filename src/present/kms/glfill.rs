@@ -20,7 +20,8 @@ use std::os::fd::AsFd;
 use glow::HasContext;
 use khronos_egl as egl;
 
-use super::{CpuFill, FillTarget, FrameFill, KmsError};
+use super::copy::{CpuFill, FillTarget, FrameFill};
+use super::error::KmsError;
 use crate::export::{BufferId, ExportedFramebuffer};
 use crate::format::{Modifier, PixelFormat};
 use crate::import::egl::{

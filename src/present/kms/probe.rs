@@ -12,8 +12,12 @@ use crate::sys::memfd::{Memfd, Seals};
 use crate::sys::udmabuf::{Range, Udmabuf};
 use crate::sys::SysError;
 
+use super::card::{import_xrgb8888, Card};
+use super::error::KmsError;
+use super::pipe::Pipe;
+use super::placement::Placement;
+use super::presenter::ROTATE_0;
 use super::writeback::{Writeback, WritebackTarget};
-use super::{import_xrgb8888, Card, KmsError, Pipe, Placement, ROTATE_0};
 
 /// Size of the hugetlb pages the probe uses.
 const HUGE: u64 = 2 << 20;

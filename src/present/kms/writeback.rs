@@ -13,7 +13,9 @@ use drm::ClientCapability;
 
 use crate::sys::dmabuf::DmaBuf;
 
-use super::{import_xrgb8888, ioctl, Card, Dumb, Fb, Gem, KmsError, Props};
+use super::card::{import_xrgb8888, Card, Dumb, Fb, Gem};
+use super::error::{ioctl, KmsError};
+use super::pipe::{connector_name, Props};
 
 /// A writeback connector and the properties a capture sets.
 #[derive(Debug, Clone)]
@@ -116,7 +118,7 @@ impl Writeback {
             let props = Props::of(card, handle, "connector")?;
             return Ok(Self {
                 connector: handle,
-                name: super::connector_name(&info),
+                name: connector_name(&info),
                 crtc_id: props.handle("CRTC_ID")?,
                 fb_id: props.handle("WRITEBACK_FB_ID")?,
                 out_fence: props.handle("WRITEBACK_OUT_FENCE_PTR")?,
