@@ -1,17 +1,19 @@
 //! The DRM card and the RAII handles on it: GEM handles, framebuffers, property blobs,
 //! dumb buffers; PRIME import and ADDFB2.
 
-use crate::sys::dmabuf::{Access, Mapping};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
 use drm::buffer::{self, DrmFourcc, DrmModifier, PlanarBuffer};
 use drm::control::dumbbuffer::DumbBuffer;
 use drm::control::{
     atomic::AtomicModeReq, framebuffer, AtomicCommitFlags, Device as ControlDevice, FbCmd2Flags,
 };
 use drm::ClientCapability;
-use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+
+use crate::sys::dmabuf::{Access, Mapping};
 
 use super::error::{ioctl, KmsError};
 use super::pipe::find_connector;

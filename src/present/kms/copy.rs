@@ -2,13 +2,15 @@
 //! ([`FillTarget`]), the fill interface ([`FrameFill`]) with its CPU implementation, and
 //! the scanout buffers it draws into.
 
+use std::os::fd::OwnedFd;
+
+use drm::buffer::{self, DrmFourcc};
+use drm::control::Device as ControlDevice;
+
 use crate::export::{BufferId, ExportedFramebuffer};
 use crate::format::PixelFormat;
 use crate::import::convert::{Dest, DestFormat};
 use crate::rect::Rect;
-use drm::buffer::{self, DrmFourcc};
-use drm::control::Device as ControlDevice;
-use std::os::fd::OwnedFd;
 
 use super::card::{add_fb2, Card, Dumb, Fb, Planar};
 use super::error::{ioctl, KmsError};

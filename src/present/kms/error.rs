@@ -1,11 +1,12 @@
 //! Errors of the KMS presenter.
 
+use std::io;
+use std::path::PathBuf;
+
 use crate::export::{BufferId, ExportError};
 use crate::format::PixelFormat;
 use crate::import::ImportError;
 use crate::sys::SysError;
-use std::io;
-use std::path::PathBuf;
 
 /// Errors of the KMS presenter. Each names the object and the numbers involved.
 #[derive(Debug, thiserror::Error)]

@@ -1,13 +1,15 @@
 //! Properties, the connector → CRTC → primary plane pipe, and the formats and modifiers
 //! a plane takes (`IN_FORMATS`).
 
-use crate::format::{Modifier, PixelFormat};
+use std::collections::HashMap;
+
 use drm::buffer::DrmModifier;
 use drm::control::{
     atomic::AtomicModeReq, connector, crtc, framebuffer, plane, property, AtomicCommitFlags,
     Device as ControlDevice, Mode, ResourceHandle,
 };
-use std::collections::HashMap;
+
+use crate::format::{Modifier, PixelFormat};
 
 use super::card::{Blob, Card};
 use super::error::{ioctl, KmsError};

@@ -1,18 +1,20 @@
 //! The KMS presenter: chooses the direct or copy path per frame, commits atomically,
 //! waits for page flips and releases buffers a revocation takes away.
 
-use crate::export::pin::Quirk;
-use crate::export::{BufferId, ExportedFramebuffer, PinManager};
-use crate::format::Modifier;
-use crate::rect::Rect;
-use drm::control::{
-    atomic::AtomicModeReq, connector, crtc, framebuffer, plane, AtomicCommitFlags,
-    Device as ControlDevice,
-};
 use std::io;
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+use drm::control::{
+    atomic::AtomicModeReq, connector, crtc, framebuffer, plane, AtomicCommitFlags,
+    Device as ControlDevice,
+};
+
+use crate::export::pin::Quirk;
+use crate::export::{BufferId, ExportedFramebuffer, PinManager};
+use crate::format::Modifier;
+use crate::rect::Rect;
 
 use super::card::{add_fb2, Blob, Card, Dumb, Fb, Gem, Planar};
 use super::copy::{CopyBuffer, CopyReason, CpuFill, FillTarget, FrameFill};

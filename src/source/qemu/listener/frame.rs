@@ -1,0 +1,268 @@
+//! What the listener hands out: frames (owned pixel data or QEMU's mapped surface),
+//! dma-buf scanouts, cursors, and the token that answers QEMU once a frame is shown.
+
+use std::os::fd::OwnedFd;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::export::{FramebufferDesc, PlaneDesc};
+use crate::format::{Modifier, PixelFormat};
+use crate::rect::Rect;
+use crate::source::qemu::pixman;
+use crate::sys::dmabuf::Mapping;
+use crate::sys::memfd::Memfd;
+use crate::sys::volatile::VolatileSlice;
+
+/// Where a frame's pixels live.
+#[derive(Debug)]
+pub(super) enum Storage {
+    /// Copied out of `Scanout`/`Update` messages into a buffer guestfb owns.
+    Owned(Vec<u8>),
+    /// QEMU's surface memfd, mapped read-only once at `ScanoutMap`.
+    Mapped {
+        mapping: Mapping,
+        /// The memfd and the surface's offset in it, kept when it is sealed the way
+        /// udmabuf needs (`F_SEAL_SHRINK`, no write seal): then it can be exported.
+        sealed: Option<(Arc<Memfd>, u64)>,
+    },
+}
+
+/// A CPU-visible picture from QEMU: width × height pixels of `format`, rows `stride`
+/// bytes apart, top row first.
+#[derive(Debug)]
+pub struct Frame {
+    pub(super) width: u32,
+    pub(super) height: u32,
+    pub(super) stride: u32,
+    pub(super) format: PixelFormat,
+    pub(super) pixman: u32,
+    pub(super) storage: Storage,
+}
+
+impl Frame {
+    /// Width in pixels.
+    pub fn width(&self) -> u32 {
+        self.width
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> u32 {
+        self.height
+    }
+
+    /// Bytes from one row to the next.
+    pub fn stride(&self) -> u32 {
+        self.stride
+    }
+
+    /// Pixel format.
+    pub fn format(&self) -> PixelFormat {
+        self.format
+    }
+
+    /// The pixman code QEMU named the format with.
+    pub fn pixman_format(&self) -> u32 {
+        self.pixman
+    }
+
+    /// True when the pixels are QEMU's own surface memory (the `Unix.Map` path): QEMU
+    /// may change them at any time (which is why [`Frame::bytes`] is a view).
+    pub fn is_shared_memory(&self) -> bool {
+        matches!(self.storage, Storage::Mapped { .. })
+    }
+
+    /// QEMU's surface memfd and the frame's offset in it, when the memfd is sealed
+    /// against shrinking and not write-sealed: host memory guestfb's `Exporter` can
+    /// turn into a udmabuf (zero copy on the display's side). `None` for pixel-data
+    /// frames and for unsealed memfds (QEMU 10's own surfaces are unsealed), which
+    /// only the copy path can show.
+    pub fn sealed_memfd(&self) -> Option<(&Arc<Memfd>, u64)> {
+        match &self.storage {
+            Storage::Mapped {
+                sealed: Some((memfd, offset)),
+                ..
+            } => Some((memfd, *offset)),
+            _ => None,
+        }
+    }
+
+    /// All `stride × height` bytes: a view, because a mapped frame is QEMU's surface
+    /// memory, which QEMU (and the guest's device model) may write at any time.
+    pub fn bytes(&self) -> VolatileSlice<'_> {
+        match &self.storage {
+            Storage::Owned(bytes) => VolatileSlice::from(&bytes[..]),
+            Storage::Mapped { mapping, .. } => mapping.bytes(),
+        }
+    }
+
+    /// The visible bytes of row `y` (`width × bytes per pixel`), `None` past the end.
+    pub fn row(&self, y: u32) -> Option<VolatileSlice<'_>> {
+        if y >= self.height {
+            return None;
+        }
+        let start = y as usize * self.stride as usize;
+        let len = self.width as usize * self.format.bytes_per_pixel() as usize;
+        self.bytes().subslice(start, len).ok()
+    }
+
+    /// The picture as tightly packed 8-bit R G B triples (for checks and PNG files).
+    pub fn to_rgb(&self) -> Vec<u8> {
+        let bpp = self.format.bytes_per_pixel() as usize;
+        let mut out = Vec::with_capacity(self.width as usize * self.height as usize * 3);
+        let mut row_bytes = Vec::new();
+        for y in 0..self.height {
+            if let Some(row) = self.row(y) {
+                row_bytes.resize(row.len(), 0);
+                if row.copy_to(&mut row_bytes).is_ok() {
+                    for px in row_bytes.chunks_exact(bpp) {
+                        out.extend_from_slice(&pixman::pixel_rgb(self.format, px));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A [`Frame`] shared between the listener thread (which writes updates into owned
+/// frames) and the viewer (which blits from it). Lock it for the length of a blit.
+#[derive(Debug, Clone)]
+pub struct SharedFrame(Arc<Mutex<Frame>>);
+
+impl SharedFrame {
+    pub(super) fn new(frame: Frame) -> Self {
+        Self(Arc::new(Mutex::new(frame)))
+    }
+
+    /// Locks the frame. A poisoned lock (a panicking reader) is taken over: the bytes
+    /// are plain pixels, valid in any state.
+    pub fn lock(&self) -> MutexGuard<'_, Frame> {
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Whether two handles share one frame (a new scanout makes a new frame).
+    pub fn same_as(&self, other: &SharedFrame) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// One plane of a dma-buf scanout.
+#[derive(Debug)]
+pub struct DmaBufPlane {
+    /// The dma-buf (owned: closed when the scanout is dropped).
+    pub fd: OwnedFd,
+    /// Byte offset of the plane in the dma-buf.
+    pub offset: u32,
+    /// Bytes per row.
+    pub stride: u32,
+}
+
+/// A gl=on scanout: what an EGL import (`EGL_LINUX_DMA_BUF_EXT`) needs, with the
+/// visible rect kept apart from the backing size (QEMU's `QemuDmaBuf`).
+#[derive(Debug)]
+pub struct DmaBufScanout {
+    /// Planes, first plane first (1 to 4).
+    pub planes: Vec<DmaBufPlane>,
+    /// DRM fourcc code.
+    pub fourcc: u32,
+    /// Layout modifier: `Modifier::Invalid` means implicit (the old `ScanoutDMABUF`
+    /// sends whatever QEMU got from EGL), `LINEAR` (0) is an explicit linear layout.
+    pub modifier: Modifier,
+    /// Backing buffer width in pixels (what to import).
+    pub backing_width: u32,
+    /// Backing buffer height in pixels.
+    pub backing_height: u32,
+    /// The part of the backing buffer that is the display (what to draw).
+    pub visible: Rect,
+    /// True when memory row 0 is the top of the picture; false: flip when drawing.
+    /// (QEMU's own `y0_top` argument means the opposite and is inverted on receipt.)
+    pub y0_top: bool,
+    /// The D-Bus method that brought it: `ScanoutDMABUF` or `ScanoutDMABUF2` (gl=on),
+    /// or `ScanoutMap` (gl=off, when QEMU's surface is a dma-buf: a virtio-gpu blob's
+    /// udmabuf).
+    pub method: &'static str,
+    /// The dma-buf's exporter, from its fdinfo (`udmabuf`: guest RAM pages, pinned
+    /// long-term by the kernel on Linux ≥ 6.11).
+    pub exporter: String,
+}
+
+impl DmaBufScanout {
+    /// The guestfb pixel format of the fourcc, when guestfb knows it.
+    pub fn format(&self) -> Option<PixelFormat> {
+        PixelFormat::from_fourcc(self.fourcc)
+    }
+
+    /// The scanout as a framebuffer description of a dma-buf (planes as offsets into
+    /// it, no guest ranges), for [`ExportedFramebuffer::from_peer_dmabuf`]: every number
+    /// is validated there against the dma-buf's size.
+    ///
+    /// [`ExportedFramebuffer::from_peer_dmabuf`]: crate::export::ExportedFramebuffer::from_peer_dmabuf
+    pub fn framebuffer_desc(&self) -> FramebufferDesc {
+        FramebufferDesc {
+            fourcc: self.fourcc,
+            modifier: self.modifier.raw(),
+            width: self.backing_width,
+            height: self.backing_height,
+            visible: Some(self.visible),
+            planes: self
+                .planes
+                .iter()
+                .map(|plane| PlaneDesc {
+                    offset: u64::from(plane.offset),
+                    stride: plane.stride,
+                })
+                .collect(),
+            y0_top: self.y0_top,
+            ranges: Vec::new(),
+        }
+    }
+}
+
+/// A cursor image: `width × height` pixels of 32-bit ARGB in native byte order, i.e.
+/// [`PixelFormat::Argb8888`] (bytes B G R A), rows packed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Hot spot, from the left.
+    pub hot_x: i32,
+    /// Hot spot, from the top.
+    pub hot_y: i32,
+    /// `width × height × 4` bytes.
+    pub argb: Vec<u8>,
+}
+
+/// The "frame presented" signal of one update.
+///
+/// The listener answers QEMU's update call only when the token is completed, so QEMU
+/// (for `UpdateDMABUF`, the guest) waits until the viewer has drawn the frame. Call
+/// [`FrameToken::complete`] after presenting (after the compositor has the buffer, or
+/// after the GL fence). Dropping a token completes it too: a viewer that discards an
+/// event can never deadlock QEMU; it only gives up the back-pressure for that frame.
+#[derive(Debug)]
+pub struct FrameToken {
+    pub(super) done: Option<Sender<()>>,
+}
+
+impl FrameToken {
+    pub(super) fn new() -> (Self, Receiver<()>) {
+        let (tx, rx) = mpsc::channel();
+        (Self { done: Some(tx) }, rx)
+    }
+
+    /// The frame has been presented: let QEMU go on.
+    pub fn complete(mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
+    }
+}
+
+impl Drop for FrameToken {
+    fn drop(&mut self) {
+        // Dropping the sender wakes the listener as completing does.
+        self.done.take();
+    }
+}
