@@ -1,494 +1,40 @@
-//! EGL dma-buf import: a framebuffer's dma-buf becomes an `EGLImage` and a GL texture
-//! without a copy.
-//!
-//! [`EglImporter`] owns an EGL display, a GLES 3 context and a cache of imported images
-//! keyed by buffer id and generation. It checks every extension it needs up front and
-//! names what is missing, and it refuses a framebuffer whose format or modifier the
-//! display does not advertise *before* calling `eglCreateImage`, so a bad frame is a
-//! typed error rather than a driver crash.
-//!
-//! The GL context is current on the thread that created the importer; the importer is
-//! neither `Send` nor `Sync`.
+//! The importer itself: its EGL context, the image cache, import checks and texture
+//! creation.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::c_void;
 use std::os::fd::AsRawFd;
 
 use glow::HasContext;
 use khronos_egl as egl;
 
-pub use crate::format::fourcc_name;
+use crate::format::fourcc_name;
 use crate::format::{Modifier, PixelFormat};
-pub use crate::import::dmabuf::{DmaBufImage, DmaBufPlane};
+use crate::import::dmabuf::DmaBufImage;
 
-/// The EGL entry points, loaded from `libEGL.so.1` at run time.
-pub type Egl = egl::DynamicInstance<egl::EGL1_5>;
+use super::consts;
+use super::display::{choose_config, client_extensions, headless_display, load_egl, require_ext};
+use super::display::{platform_display, proc_address};
+use super::error::{call_err, EglError, ImportExportError, Result};
+use super::formats::query_formats;
+use super::{
+    has_ext, BufferKey, Egl, EglImporter, ImportStats, ImportedTexture, ModifierInfo, Platform,
+    TextureTarget,
+};
 
-/// EGL and GL enums that khronos-egl and glow do not name.
-mod consts {
-    pub const PLATFORM_DEVICE_EXT: u32 = 0x313F;
-    pub const PLATFORM_WAYLAND_KHR: u32 = 0x31D8;
-    pub const PLATFORM_SURFACELESS_MESA: u32 = 0x31DD;
-    pub const LINUX_DMA_BUF_EXT: u32 = 0x3270;
-    pub const LINUX_DRM_FOURCC_EXT: usize = 0x3271;
-    pub const PLANE_FD: [usize; 4] = [0x3272, 0x3275, 0x3278, 0x3440];
-    pub const PLANE_OFFSET: [usize; 4] = [0x3273, 0x3276, 0x3279, 0x3441];
-    pub const PLANE_PITCH: [usize; 4] = [0x3274, 0x3277, 0x327A, 0x3442];
-    pub const PLANE_MODIFIER_LO: [usize; 4] = [0x3443, 0x3445, 0x3447, 0x3449];
-    pub const PLANE_MODIFIER_HI: [usize; 4] = [0x3444, 0x3446, 0x3448, 0x344A];
-    pub const YUV_COLOR_SPACE_HINT_EXT: usize = 0x327B;
-    pub const SAMPLE_RANGE_HINT_EXT: usize = 0x327C;
-    pub const ITU_REC601_EXT: usize = 0x327F;
-    pub const YUV_NARROW_RANGE_EXT: usize = 0x3283;
-    pub const TEXTURE_EXTERNAL_OES: u32 = 0x8D65;
-    /// DRM_FORMAT_R8 ('R8  '): one 8-bit channel.
-    pub const DRM_FORMAT_R8: u32 = u32::from_le_bytes(*b"R8  ");
-    /// DRM_FORMAT_GR88 ('GR88'): byte 0 is R, byte 1 is G.
-    pub const DRM_FORMAT_GR88: u32 = u32::from_le_bytes(*b"GR88");
-}
-
-/// Why the importer could not be built or a framebuffer could not be imported.
-#[derive(Debug, thiserror::Error)]
-pub enum EglError {
-    /// `libEGL.so.1` could not be loaded or lacks EGL 1.5.
-    #[error("cannot load libEGL.so.1 with EGL 1.5: {0}")]
-    Load(String),
-    /// An EGL call failed.
-    #[error("{call} failed: {error}")]
-    Call {
-        /// The EGL function.
-        call: &'static str,
-        /// What EGL reported.
-        error: egl::Error,
-    },
-    /// An EGL client or display extension is missing.
-    #[error("EGL extension {name} is missing (needed for {needed_for})")]
-    MissingExtension {
-        /// The extension name.
-        name: &'static str,
-        /// What guestfb needs it for.
-        needed_for: &'static str,
-    },
-    /// A GL extension is missing on the context.
-    #[error("GL extension {name} is missing (needed for {needed_for})")]
-    MissingGlExtension {
-        /// The extension name.
-        name: &'static str,
-        /// What guestfb needs it for.
-        needed_for: &'static str,
-    },
-    /// An extension is advertised but its function is not exported.
-    #[error("EGL/GL function {name} is advertised but eglGetProcAddress does not find it")]
-    MissingFunction {
-        /// The function name.
-        name: &'static str,
-    },
-    /// No headless display could be opened.
-    #[error("no headless EGL display: {reason}")]
-    NoHeadlessDisplay {
-        /// What was tried and why it failed.
-        reason: String,
-    },
-    /// `eglChooseConfig` found nothing suitable.
-    #[error("no EGL config with {what}")]
-    NoConfig {
-        /// The attributes asked for.
-        what: &'static str,
-    },
-    /// The display does not import this format at all.
-    #[error("{format} ({fourcc}) is not importable on this EGL display; it imports {supported}")]
-    UnsupportedFormat {
-        /// The format asked for.
-        format: PixelFormat,
-        /// Its fourcc as text.
-        fourcc: String,
-        /// The fourccs the display does import, as text.
-        supported: String,
-    },
-    /// The display imports the format but not with this modifier.
-    #[error(
-        "{format} with modifier {} is not importable on this EGL display; \
-         it imports {format} with {}",
-        modifier_name(*modifier),
-        modifier_list(supported)
-    )]
-    UnsupportedModifier {
-        /// The format asked for.
-        format: PixelFormat,
-        /// The modifier asked for.
-        modifier: Modifier,
-        /// The raw modifiers the display imports for this format.
-        supported: Vec<u64>,
-    },
-    /// The framebuffer has the wrong number of planes for its format.
-    #[error("{format} has {expected} plane(s), the framebuffer gives {got}")]
-    PlaneCount {
-        /// The format.
-        format: PixelFormat,
-        /// Planes the format has.
-        expected: usize,
-        /// Planes given.
-        got: usize,
-    },
-    /// `eglCreateImage` refused a framebuffer that passed the up-front checks.
-    #[error(
-        "eglCreateImage(EGL_LINUX_DMA_BUF_EXT) refused {format} {width}x{height} \
-         modifier {} with {planes} plane(s): {error}",
-        modifier_name(*modifier)
-    )]
-    CreateImage {
-        /// Format.
-        format: PixelFormat,
-        /// Modifier.
-        modifier: Modifier,
-        /// Backing width.
-        width: u32,
-        /// Backing height.
-        height: u32,
-        /// Number of planes.
-        planes: usize,
-        /// What EGL reported.
-        error: egl::Error,
-    },
-    /// Width or height is zero or does not fit an `EGLint`.
-    #[error("backing size {width}x{height} is not importable (zero or above i32::MAX)")]
-    BadSize {
-        /// Backing width.
-        width: u32,
-        /// Backing height.
-        height: u32,
-    },
-    /// A GL call failed.
-    #[error("GL {call} failed: {message}")]
-    Gl {
-        /// The GL function (or step).
-        call: &'static str,
-        /// The GL error or driver message.
-        message: String,
-    },
-}
-
-/// Result of EGL import operations.
-pub type Result<T, E = EglError> = std::result::Result<T, E>;
-
-fn call_err(call: &'static str) -> impl FnOnce(egl::Error) -> EglError {
-    move |error| EglError::Call { call, error }
-}
-
-/// A modifier as text: `LINEAR`, `INVALID (implicit)` or hex.
-pub fn modifier_name(modifier: Modifier) -> String {
-    match modifier {
-        Modifier::Implicit => "INVALID (implicit)".to_owned(),
-        Modifier::Explicit(m) => raw_modifier_name(m.into()),
-    }
-}
-
-fn raw_modifier_name(raw: u64) -> String {
-    match raw {
-        0 => "LINEAR".to_owned(),
-        0x00ff_ffff_ffff_ffff => "INVALID".to_owned(),
-        raw => format!("{raw:#018x}"),
-    }
-}
-
-fn modifier_list(list: &[u64]) -> String {
-    if list.is_empty() {
-        return "no explicit modifier".to_owned();
-    }
-    list.iter()
-        .map(|&m| raw_modifier_name(m))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Cache key of an imported buffer: the buffer's id and the generation of its export.
-///
-/// A new generation (the buffer was re-exported or revoked) replaces the old image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct BufferKey {
-    /// Stable id of the buffer.
-    pub buffer_id: u64,
-    /// Generation of its export.
-    pub generation: u64,
-}
-
-/// The GL texture target an import is bound to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TextureTarget {
-    /// `GL_TEXTURE_2D` (RGB formats the driver samples natively).
-    Texture2D,
-    /// `GL_TEXTURE_EXTERNAL_OES` (formats the driver marks external-only, e.g. YUV).
-    External,
-}
-
-impl TextureTarget {
-    /// The GL enum.
-    pub fn gl_enum(self) -> u32 {
-        match self {
-            Self::Texture2D => glow::TEXTURE_2D,
-            Self::External => consts::TEXTURE_EXTERNAL_OES,
-        }
-    }
-}
-
-/// An imported framebuffer as a GL texture; valid until its cache entry is dropped.
-///
-/// NV12 on a display that imports `R8` and `GR88` is imported as two single-plane
-/// images: `texture` holds the luma plane (`R8`, width×height) and `chroma` the CbCr
-/// plane (`GR88`, ceil(w/2)×ceil(h/2), Cb in R, Cr in G), both `GL_TEXTURE_2D`; the
-/// renderer converts to RGB in its shader, exactly as the CPU path does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ImportedTexture {
-    /// The GL texture name (the luma plane for a two-plane NV12 import).
-    pub texture: glow::Texture,
-    /// The CbCr plane of a two-plane NV12 import (`GL_TEXTURE_2D`); `None` otherwise.
-    pub chroma: Option<glow::Texture>,
-    /// Where it is bound.
-    pub target: TextureTarget,
-    /// Pixel format of the framebuffer.
-    pub format: PixelFormat,
-    /// Backing width.
-    pub width: u32,
-    /// Backing height.
-    pub height: u32,
-}
-
-/// One modifier the display imports for a format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ModifierInfo {
-    /// Raw modifier.
-    pub modifier: u64,
-    /// Whether the import can only be sampled as `GL_TEXTURE_EXTERNAL_OES`.
-    pub external_only: bool,
-}
-
-/// Which EGL platform the importer's display is on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Platform {
-    /// A Wayland display (`EGL_PLATFORM_WAYLAND_KHR`).
-    Wayland,
-    /// An `EGL_EXT_platform_device` device; `software` if it has
-    /// `EGL_MESA_device_software`. `extensions` is its device extension string.
-    Device {
-        /// True for Mesa's software (llvmpipe) device.
-        software: bool,
-        /// The device's extension string.
-        extensions: String,
-    },
-    /// Mesa's surfaceless platform (`EGL_MESA_platform_surfaceless`).
-    Surfaceless,
-}
-
-/// Counters for images created and destroyed (tests and diagnostics).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ImportStats {
-    /// `eglCreateImage` calls that succeeded.
-    pub images_created: u64,
-    /// Images destroyed (replaced, forgotten, or dropped with the importer).
-    pub images_destroyed: u64,
-    /// Imports answered from the cache.
-    pub cache_hits: u64,
-}
-
-type QueryDmaBufFormats = unsafe extern "system" fn(
-    dpy: *mut c_void,
-    max_formats: egl::Int,
-    formats: *mut egl::Int,
-    num_formats: *mut egl::Int,
-) -> egl::Boolean;
-type QueryDmaBufModifiers = unsafe extern "system" fn(
-    dpy: *mut c_void,
-    format: egl::Int,
-    max_modifiers: egl::Int,
-    modifiers: *mut u64,
-    external_only: *mut egl::Boolean,
-    num_modifiers: *mut egl::Int,
-) -> egl::Boolean;
-type QueryDevices = unsafe extern "system" fn(
-    max_devices: egl::Int,
-    devices: *mut *mut c_void,
-    num_devices: *mut egl::Int,
-) -> egl::Boolean;
-type QueryDeviceString =
-    unsafe extern "system" fn(device: *mut c_void, name: egl::Int) -> *const c_char;
-type ImageTargetTexture2d = unsafe extern "system" fn(target: u32, image: *mut c_void);
-
-/// Looks up an extension function and gives it its real type.
-///
-/// # Safety
-/// `F` must be the `extern "system"` function pointer type matching `name`'s C
-/// prototype.
-unsafe fn proc_address<F: Copy>(egl: &Egl, name: &'static str) -> Result<F> {
-    assert_eq!(
-        std::mem::size_of::<F>(),
-        std::mem::size_of::<extern "system" fn()>()
-    );
-    let f = egl
-        .get_proc_address(name)
-        .ok_or(EglError::MissingFunction { name })?;
-    // SAFETY: same size (checked above); the caller vouches that F matches the
-    // prototype of `name`.
-    Ok(unsafe { std::mem::transmute_copy::<extern "system" fn(), F>(&f) })
-}
-
-fn has_ext(list: &str, name: &str) -> bool {
-    list.split_ascii_whitespace().any(|e| e == name)
-}
-
-fn require_ext(list: &str, name: &'static str, needed_for: &'static str) -> Result<()> {
-    if has_ext(list, name) {
-        Ok(())
-    } else {
-        Err(EglError::MissingExtension { name, needed_for })
-    }
-}
-
-/// Opens libEGL.
-fn load_egl() -> Result<Egl> {
-    // SAFETY: loading the system libEGL; khronos-egl checks that the EGL 1.5 symbols
-    // exist and gives them their prototypes.
-    unsafe { Egl::load_required() }.map_err(|e| EglError::Load(e.to_string()))
-}
-
-/// `eglGetPlatformDisplay` on a platform and native display.
-///
-/// # Safety
-/// `native` must be valid for `platform` (a `wl_display*`, an `EGLDeviceEXT`, or
-/// `EGL_DEFAULT_DISPLAY`) for as long as the display is used.
-unsafe fn platform_display(egl: &Egl, platform: u32, native: *mut c_void) -> Result<egl::Display> {
-    // SAFETY: the caller vouches for `native`.
-    unsafe { egl.get_platform_display(platform, native, &[egl::ATTRIB_NONE]) }
-        .map_err(call_err("eglGetPlatformDisplay"))
-}
-
-/// Picks a headless display: the software EGL device, another device, or surfaceless.
-fn headless_display(egl: &Egl, client_ext: &str) -> Result<(egl::Display, Platform)> {
-    let mut tried = Vec::new();
-    if has_ext(client_ext, "EGL_EXT_platform_device")
-        && has_ext(client_ext, "EGL_EXT_device_enumeration")
-    {
-        match device_display(egl) {
-            Ok(found) => return Ok(found),
-            Err(e) => tried.push(format!("EGL_EXT_platform_device: {e}")),
-        }
-    } else {
-        tried.push("EGL_EXT_platform_device/EGL_EXT_device_enumeration missing".to_owned());
-    }
-    if has_ext(client_ext, "EGL_MESA_platform_surfaceless") {
-        // SAFETY: the surfaceless platform takes EGL_DEFAULT_DISPLAY.
-        match unsafe {
-            platform_display(egl, consts::PLATFORM_SURFACELESS_MESA, egl::DEFAULT_DISPLAY)
-        } {
-            Ok(display) => return Ok((display, Platform::Surfaceless)),
-            Err(e) => tried.push(format!("surfaceless: {e}")),
-        }
-    } else {
-        tried.push("EGL_MESA_platform_surfaceless missing".to_owned());
-    }
-    Err(EglError::NoHeadlessDisplay {
-        reason: tried.join("; "),
-    })
-}
-
-/// Enumerates EGL devices and opens the software one (or the first that initialises).
-fn device_display(egl: &Egl) -> Result<(egl::Display, Platform)> {
-    // SAFETY: the types match the EGL_EXT_device_enumeration / _query prototypes.
-    let query_devices: QueryDevices = unsafe { proc_address(egl, "eglQueryDevicesEXT")? };
-    // SAFETY: as above.
-    let query_string: QueryDeviceString = unsafe { proc_address(egl, "eglQueryDeviceStringEXT")? };
-    let mut devices = [std::ptr::null_mut::<c_void>(); 16];
-    let mut count: egl::Int = 0;
-    // SAFETY: the array holds 16 entries and EGL writes at most `max_devices`.
-    let ok = unsafe { query_devices(devices.len() as egl::Int, devices.as_mut_ptr(), &mut count) };
-    if ok != egl::TRUE {
-        return Err(EglError::Call {
-            call: "eglQueryDevicesEXT",
-            error: egl.get_error().unwrap_or(egl::Error::BadAccess),
-        });
-    }
-    let count = (count.max(0) as usize).min(devices.len());
-    let mut candidates: Vec<(bool, String, *mut c_void)> = devices[..count]
-        .iter()
-        .map(|&device| {
-            // SAFETY: `device` came from eglQueryDevicesEXT; the string is owned by EGL
-            // and copied at once.
-            let ext = unsafe {
-                let ptr = query_string(device, egl::EXTENSIONS);
-                if ptr.is_null() {
-                    String::new()
-                } else {
-                    CStr::from_ptr(ptr).to_string_lossy().into_owned()
-                }
-            };
-            (has_ext(&ext, "EGL_MESA_device_software"), ext, device)
-        })
-        .collect();
-    // Software device first: a DRM device such as vgem makes import break.
-    candidates.sort_by_key(|(software, _, _)| !software);
-    let mut errors = Vec::new();
-    for (software, extensions, device) in candidates {
-        // SAFETY: `device` is an EGLDeviceEXT from eglQueryDevicesEXT, valid for the
-        // life of the process.
-        match unsafe { platform_display(egl, consts::PLATFORM_DEVICE_EXT, device) } {
-            Ok(display) => {
-                return Ok((
-                    display,
-                    Platform::Device {
-                        software,
-                        extensions,
-                    },
-                ))
-            }
-            Err(e) => errors.push(e.to_string()),
-        }
-    }
-    Err(EglError::NoHeadlessDisplay {
-        reason: format!("{count} EGL device(s), none opened: {}", errors.join("; ")),
-    })
-}
-
-struct CachedImage {
-    generation: u64,
-    image: egl::Image,
+pub(super) struct CachedImage {
+    pub(super) generation: u64,
+    pub(super) image: egl::Image,
     /// The CbCr plane's image of a two-plane NV12 import.
-    chroma_image: Option<egl::Image>,
-    texture: ImportedTexture,
+    pub(super) chroma_image: Option<egl::Image>,
+    pub(super) texture: ImportedTexture,
 }
 
 /// One plane handed to `eglCreateImage`.
-struct RawPlane {
-    fd: i32,
-    offset: u32,
-    stride: u32,
-}
-
-/// Imports dma-buf framebuffers as GL textures through EGL, with a cache.
-pub struct EglImporter {
-    egl: Egl,
-    display: egl::Display,
-    config: egl::Config,
-    context: egl::Context,
-    pbuffer: Option<egl::Surface>,
-    platform: Platform,
-    gl: glow::Context,
-    image_target_texture: ImageTargetTexture2d,
-    formats: BTreeMap<u32, Vec<ModifierInfo>>,
-    external_textures: bool,
-    cache: HashMap<u64, CachedImage>,
-    stats: ImportStats,
-}
-
-impl std::fmt::Debug for EglImporter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EglImporter")
-            .field("platform", &self.platform)
-            .field("display", &self.display)
-            .field("formats", &self.formats.len())
-            .field("external_textures", &self.external_textures)
-            .field("cached", &self.cache.len())
-            .field("stats", &self.stats)
-            .finish_non_exhaustive()
-    }
+pub(super) struct RawPlane {
+    pub(super) fd: i32,
+    pub(super) offset: u32,
+    pub(super) stride: u32,
 }
 
 impl EglImporter {
@@ -525,7 +71,7 @@ impl EglImporter {
         Self::init(egl, display, Platform::Wayland, egl::WINDOW_BIT)
     }
 
-    fn init(
+    pub(super) fn init(
         egl: Egl,
         display: egl::Display,
         platform: Platform,
@@ -622,7 +168,7 @@ impl EglImporter {
         Ok(importer)
     }
 
-    fn finish_init(&mut self) -> Result<()> {
+    pub(super) fn finish_init(&mut self) -> Result<()> {
         let gl_ext = self.gl.supported_extensions();
         if !gl_ext.contains("GL_OES_EGL_image") {
             return Err(EglError::MissingGlExtension {
@@ -814,7 +360,7 @@ impl EglImporter {
     /// luma image and a `GR88` chroma image with the same modifier. Mesa's llvmpipe
     /// advertises NV12 but refuses it as one image (EGL_BAD_ALLOC); its single-plane
     /// formats import, and the shader conversion is bit-exact with the CPU path.
-    fn nv12_as_planes(&self, image: &DmaBufImage<'_>) -> bool {
+    pub(super) fn nv12_as_planes(&self, image: &DmaBufImage<'_>) -> bool {
         if image.format != PixelFormat::Nv12 {
             return false;
         }
@@ -838,7 +384,7 @@ impl EglImporter {
 
     /// NV12 as two `GL_TEXTURE_2D` images: plane 0 as `R8` (width×height), plane 1 as
     /// `GR88` (ceil(w/2)×ceil(h/2)).
-    fn import_nv12_planes(
+    pub(super) fn import_nv12_planes(
         &mut self,
         key: BufferKey,
         image: &DmaBufImage<'_>,
@@ -902,7 +448,7 @@ impl EglImporter {
         Ok(texture)
     }
 
-    fn destroy_images(&mut self, images: &[egl::Image]) {
+    pub(super) fn destroy_images(&mut self, images: &[egl::Image]) {
         for &image in images {
             let _ = self.egl.destroy_image(self.display, image);
             self.stats.images_destroyed += 1;
@@ -945,7 +491,7 @@ impl EglImporter {
         self.stats
     }
 
-    fn destroy_cached(&mut self, cached: CachedImage) {
+    pub(super) fn destroy_cached(&mut self, cached: CachedImage) {
         // SAFETY: the texture was created on this importer's context; deleting a
         // texture name is always valid GL.
         unsafe {
@@ -962,7 +508,7 @@ impl EglImporter {
         }
     }
 
-    fn create_image(&mut self, image: &DmaBufImage<'_>) -> Result<egl::Image> {
+    pub(super) fn create_image(&mut self, image: &DmaBufImage<'_>) -> Result<egl::Image> {
         let planes: Vec<RawPlane> = image
             .planes
             .iter()
@@ -982,7 +528,7 @@ impl EglImporter {
 
     /// `eglCreateImage(EGL_LINUX_DMA_BUF_EXT)` of `planes` as `fourcc` at `width`×
     /// `height`, with `image`'s modifier; errors name `image`.
-    fn create_image_raw(
+    pub(super) fn create_image_raw(
         &mut self,
         image: &DmaBufImage<'_>,
         fourcc: u32,
@@ -1056,7 +602,11 @@ impl EglImporter {
         Ok(created)
     }
 
-    fn bind_texture(&self, image: egl::Image, target: TextureTarget) -> Result<glow::Texture> {
+    pub(super) fn bind_texture(
+        &self,
+        image: egl::Image,
+        target: TextureTarget,
+    ) -> Result<glow::Texture> {
         let gl = &self.gl;
         let target = target.gl_enum();
         // SAFETY: plain GL calls on the current context; `image` is a live EGLImage of
@@ -1115,137 +665,6 @@ impl Drop for EglImporter {
             let _ = self.egl.terminate(self.display);
         }
     }
-}
-
-fn client_extensions(egl: &Egl) -> Result<String> {
-    egl.query_string(None, egl::EXTENSIONS)
-        .map(|s| s.to_string_lossy().into_owned())
-        .map_err(|_| EglError::MissingExtension {
-            name: "EGL_EXT_client_extensions",
-            needed_for: "choosing an EGL platform",
-        })
-}
-
-fn choose_config(egl: &Egl, display: egl::Display, surface_type: egl::Int) -> Result<egl::Config> {
-    let attribs = [
-        egl::SURFACE_TYPE,
-        surface_type,
-        egl::RENDERABLE_TYPE,
-        egl::OPENGL_ES3_BIT,
-        egl::RED_SIZE,
-        8,
-        egl::GREEN_SIZE,
-        8,
-        egl::BLUE_SIZE,
-        8,
-        egl::NONE,
-    ];
-    let mut configs = Vec::with_capacity(64);
-    egl.choose_config(display, &attribs, &mut configs)
-        .map_err(call_err("eglChooseConfig"))?;
-    // eglChooseConfig sorts deeper colour first (10-bit before 8-bit): prefer exactly
-    // 8 bits per channel, the format windows and readback expect.
-    let size = |config, attrib| egl.get_config_attrib(display, config, attrib).unwrap_or(0);
-    configs
-        .iter()
-        .copied()
-        .find(|&c| {
-            size(c, egl::RED_SIZE) == 8
-                && size(c, egl::GREEN_SIZE) == 8
-                && size(c, egl::BLUE_SIZE) == 8
-        })
-        .or(configs.first().copied())
-        .ok_or(EglError::NoConfig {
-            what: if surface_type == egl::WINDOW_BIT {
-                "EGL_WINDOW_BIT, GLES 3, RGB 8-8-8"
-            } else {
-                "EGL_PBUFFER_BIT, GLES 3, RGB 8-8-8"
-            },
-        })
-}
-
-fn query_formats(egl: &Egl, display: egl::Display) -> Result<BTreeMap<u32, Vec<ModifierInfo>>> {
-    // SAFETY: the prototypes of EGL_EXT_image_dma_buf_import_modifiers, whose presence
-    // init checked.
-    let (query_formats, query_modifiers): (QueryDmaBufFormats, QueryDmaBufModifiers) = unsafe {
-        (
-            proc_address(egl, "eglQueryDmaBufFormatsEXT")?,
-            proc_address(egl, "eglQueryDmaBufModifiersEXT")?,
-        )
-    };
-    let fail = |call| EglError::Call {
-        call,
-        error: egl.get_error().unwrap_or(egl::Error::BadParameter),
-    };
-    let dpy = display.as_ptr();
-    let mut count: egl::Int = 0;
-    // SAFETY: a size query (max 0, NULL array) as the extension allows.
-    if unsafe { query_formats(dpy, 0, std::ptr::null_mut(), &mut count) } != egl::TRUE {
-        return Err(fail("eglQueryDmaBufFormatsEXT"));
-    }
-    let mut codes = vec![0 as egl::Int; count.max(0) as usize];
-    // SAFETY: `codes` holds `count` entries; EGL writes at most that many.
-    if unsafe { query_formats(dpy, count, codes.as_mut_ptr(), &mut count) } != egl::TRUE {
-        return Err(fail("eglQueryDmaBufFormatsEXT"));
-    }
-    codes.truncate(count.max(0) as usize);
-    let mut formats = BTreeMap::new();
-    for code in codes {
-        let mut n: egl::Int = 0;
-        // SAFETY: a size query, as above.
-        let ok = unsafe {
-            query_modifiers(
-                dpy,
-                code,
-                0,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                &mut n,
-            )
-        };
-        if ok != egl::TRUE {
-            return Err(fail("eglQueryDmaBufModifiersEXT"));
-        }
-        let mut modifiers = vec![0u64; n.max(0) as usize];
-        let mut external = vec![0 as egl::Boolean; n.max(0) as usize];
-        // SAFETY: both arrays hold `n` entries; EGL writes at most that many.
-        let ok = unsafe {
-            query_modifiers(
-                dpy,
-                code,
-                n,
-                modifiers.as_mut_ptr(),
-                external.as_mut_ptr(),
-                &mut n,
-            )
-        };
-        if ok != egl::TRUE {
-            return Err(fail("eglQueryDmaBufModifiersEXT"));
-        }
-        let n = (n.max(0) as usize).min(modifiers.len());
-        let infos = modifiers[..n]
-            .iter()
-            .zip(&external[..n])
-            .map(|(&modifier, &ext)| ModifierInfo {
-                modifier,
-                external_only: ext == egl::TRUE,
-            })
-            .collect();
-        formats.insert(code as u32, infos);
-    }
-    Ok(formats)
-}
-
-/// Why an export could not be imported as a texture.
-#[derive(Debug, thiserror::Error)]
-pub enum ImportExportError {
-    /// The export could not be lent as dma-buf planes (revoked, or scattered without
-    /// udmabuf).
-    #[error(transparent)]
-    Source(#[from] crate::import::dmabuf::ExportImageError),
-    /// EGL refused it.
-    #[error(transparent)]
-    Egl(#[from] EglError),
 }
 
 impl EglImporter {
