@@ -66,7 +66,7 @@ pub enum Quirk {
     HugetlbVmapHeadPage,
 }
 
-/// What the running kernel offers, as [`PinManager::probe`] found it.
+/// What the running kernel offers, as [`PinManager::probe`](super::PinManager::probe) found it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PinSemantics {
     /// `uname -r`.

@@ -6,27 +6,28 @@
 //! Buffers come from an sctk [`SlotPool`]; each carries the region in which it lags behind
 //! the picture on screen, so the caller repaints only what that buffer needs.
 
+mod app;
+mod frames;
+
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 use std::time::Duration;
 
 use smithay_client_toolkit::compositor::{CompositorState, FrameCallbackData};
-use smithay_client_toolkit::shell::WaylandSurface;
-use smithay_client_toolkit::shm::slot::{Buffer, SlotPool};
+use smithay_client_toolkit::shm::slot::SlotPool;
 use smithay_client_toolkit::shm::Shm;
-use wayland_client::protocol::{
-    wl_compositor, wl_keyboard, wl_pointer, wl_seat, wl_shm, wl_surface,
-};
-use wayland_client::{Connection, Dispatch, EventQueue, Proxy, QueueHandle, WEnum};
+use wayland_client::protocol::{wl_seat, wl_shm};
+use wayland_client::{Connection, EventQueue, Proxy, QueueHandle};
 
-use super::damage::{Placement, StaleRegion};
-use super::window::{self, missing, window_handlers, CoreOptions, WindowCore};
-use super::{PresentError, PresenterEvent};
 use crate::format::PixelFormat;
 use crate::rect::Rect;
 
-/// Largest frame side the presenter accepts.
-const MAX_SIDE: u32 = 32768;
+use super::damage::{Placement, StaleRegion};
+use super::window::{self, missing, CoreOptions, WindowCore};
+use super::{PresentError, PresenterEvent};
+
+use app::{App, CursorBuffer, Input};
+use frames::{frame_pool, FrameBuffer, FrameSpec};
 
 /// How a [`ShmPresenter`] window is set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,141 +59,6 @@ impl PresenterOptions {
             format: PixelFormat::Xrgb8888,
             max_buffers: 3,
         }
-    }
-}
-
-/// The wl_shm format that shows `format` unchanged, if there is one.
-fn shm_format_of(format: PixelFormat) -> Option<wl_shm::Format> {
-    Some(match format {
-        PixelFormat::Xrgb8888 => wl_shm::Format::Xrgb8888,
-        PixelFormat::Argb8888 => wl_shm::Format::Argb8888,
-        PixelFormat::Xbgr8888 => wl_shm::Format::Xbgr8888,
-        PixelFormat::Abgr8888 => wl_shm::Format::Abgr8888,
-        PixelFormat::Rgb565 => wl_shm::Format::Rgb565,
-        PixelFormat::Bgr888 => wl_shm::Format::Bgr888,
-        PixelFormat::Rgb888 => wl_shm::Format::Rgb888,
-        PixelFormat::Nv12 => return None,
-    })
-}
-
-/// Size and layout of the frame buffers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FrameSpec {
-    width: u32,
-    height: u32,
-    stride: u32,
-    format: PixelFormat,
-    shm_format: wl_shm::Format,
-}
-
-impl FrameSpec {
-    fn new(width: u32, height: u32, format: PixelFormat) -> Result<Self, PresentError> {
-        let bad = PresentError::BadFrameSize { width, height };
-        if !(1..=MAX_SIDE).contains(&width) || !(1..=MAX_SIDE).contains(&height) {
-            return Err(bad);
-        }
-        let shm_format = shm_format_of(format).ok_or(PresentError::UnsupportedFormat {
-            format: format.name(),
-            reason: "multi-planar formats are not shown through wl_shm",
-        })?;
-        let bytes = format.planes()[0].bytes_per_sample;
-        // Rows start on 4-byte boundaries, as pixman and GL uploads like them.
-        let stride = (width * bytes).next_multiple_of(4);
-        if u64::from(stride) * u64::from(height) > i32::MAX as u64 {
-            return Err(bad);
-        }
-        Ok(Self {
-            width,
-            height,
-            stride,
-            format,
-            shm_format,
-        })
-    }
-
-    fn len(&self) -> usize {
-        self.stride as usize * self.height as usize
-    }
-}
-
-/// One frame buffer and how far it lags behind the screen.
-#[derive(Debug)]
-struct FrameBuffer {
-    buffer: Buffer,
-    stale: StaleRegion,
-}
-
-impl FrameBuffer {
-    fn is_free(&self) -> bool {
-        !self.buffer.slot().has_active_buffers()
-    }
-}
-
-/// The Wayland-side state the event queue dispatches into.
-#[derive(Debug)]
-struct App {
-    /// The window; its letterbox's picture is the frame size.
-    core: WindowCore,
-    /// Frame buffers' pool, sized for all of them up front and replaced, never grown, when
-    /// the frame size changes (see [`frame_pool`]).
-    pool: SlotPool,
-    buffers: Vec<FrameBuffer>,
-    spec: FrameSpec,
-    /// The child shows a buffer of the current spec (so partial damage is meaningful).
-    child_current: bool,
-    input: Input,
-}
-
-/// Seat input and the guest's cursor.
-#[derive(Debug)]
-struct Input {
-    compositor: wl_compositor::WlCompositor,
-    pointer: Option<wl_pointer::WlPointer>,
-    keyboard: Option<wl_keyboard::WlKeyboard>,
-    /// The serial of the pointer's `enter` while it is over the window.
-    pointer_serial: Option<u32>,
-    cursor: Option<CursorBuffer>,
-    cursor_visible: bool,
-}
-
-/// The guest's cursor image in its own surface and pool.
-#[derive(Debug)]
-struct CursorBuffer {
-    surface: wl_surface::WlSurface,
-    _pool: SlotPool,
-    _buffer: Buffer,
-    hot_x: i32,
-    hot_y: i32,
-}
-
-impl Input {
-    /// Shows the guest's cursor (or hides the pointer) while the pointer is over the
-    /// window. Without a guest cursor the compositor's stays.
-    fn apply_cursor(&self) {
-        let (Some(pointer), Some(serial)) = (&self.pointer, self.pointer_serial) else {
-            return;
-        };
-        match (&self.cursor, self.cursor_visible) {
-            (Some(cursor), true) => {
-                pointer.set_cursor(serial, Some(&cursor.surface), cursor.hot_x, cursor.hot_y)
-            }
-            (_, false) => pointer.set_cursor(serial, None, 0, 0),
-            (None, true) => {}
-        }
-    }
-}
-
-impl App {
-    fn shm(&self) -> &Shm {
-        &self.core.letterbox().shm
-    }
-
-    fn child(&self) -> &wl_surface::WlSurface {
-        &self.core.letterbox().child
-    }
-
-    fn has_buffer_for_next_frame(&self, max_buffers: usize) -> bool {
-        self.buffers.len() < max_buffers || self.buffers.iter().any(FrameBuffer::is_free)
     }
 }
 
@@ -232,17 +98,6 @@ pub struct ShmPresenter {
     qh: QueueHandle<App>,
     app: App,
     max_buffers: usize,
-}
-
-/// A pool with room for `count` buffers of `spec`, so it never has to grow.
-///
-/// Growing a pool while one of its buffers stays attached crashes weston 14's pixman
-/// renderer (it keeps drawing from the old mapping, SIGSEGV in libpixman), so the pool is
-/// sized once per frame size.
-fn frame_pool(shm: &Shm, spec: FrameSpec, count: usize) -> Result<SlotPool, PresentError> {
-    // SlotPool rounds each slot up to 64 bytes.
-    let len = spec.len().next_multiple_of(64) * count;
-    SlotPool::new(len, shm).map_err(|error| PresentError::Pool(error.to_string()))
 }
 
 impl ShmPresenter {
@@ -689,156 +544,5 @@ impl ShmFrame<'_> {
     /// never comes while the window is hidden, so keep coalescing damage until then.
     pub fn present(self, damage: &[Rect]) -> Result<(), PresentError> {
         self.presenter.present_buffer(self.index, damage)
-    }
-}
-
-window_handlers!(App, core, shm);
-
-impl Dispatch<wl_seat::WlSeat, ()> for App {
-    fn event(
-        app: &mut Self,
-        seat: &wl_seat::WlSeat,
-        event: wl_seat::Event,
-        _: &(),
-        _: &Connection,
-        qh: &QueueHandle<Self>,
-    ) {
-        let wl_seat::Event::Capabilities {
-            capabilities: WEnum::Value(caps),
-        } = event
-        else {
-            return;
-        };
-        let input = &mut app.input;
-        if caps.contains(wl_seat::Capability::Pointer) {
-            if input.pointer.is_none() {
-                input.pointer = Some(seat.get_pointer(qh, ()));
-            }
-        } else if let Some(pointer) = input.pointer.take() {
-            if pointer.version() >= 3 {
-                pointer.release();
-            }
-            input.pointer_serial = None;
-        }
-        if caps.contains(wl_seat::Capability::Keyboard) {
-            if input.keyboard.is_none() {
-                input.keyboard = Some(seat.get_keyboard(qh, ()));
-            }
-        } else if let Some(keyboard) = input.keyboard.take() {
-            if keyboard.version() >= 3 {
-                keyboard.release();
-            }
-        }
-    }
-}
-
-impl App {
-    /// Reports pointer motion at window position (`x`, `y`) in frame pixels, if over the
-    /// picture.
-    fn pointer_at(&mut self, x: f64, y: f64) {
-        let Some(place) = self.core.placement() else {
-            return;
-        };
-        let fx = (x - f64::from(place.x)) * f64::from(self.spec.width) / f64::from(place.width);
-        let fy = (y - f64::from(place.y)) * f64::from(self.spec.height) / f64::from(place.height);
-        if fx < 0.0 || fy < 0.0 {
-            return;
-        }
-        let (fx, fy) = (fx.floor() as u32, fy.floor() as u32);
-        if fx < self.spec.width && fy < self.spec.height {
-            self.core
-                .events
-                .push(PresenterEvent::PointerMotion { x: fx, y: fy });
-        }
-    }
-}
-
-impl Dispatch<wl_pointer::WlPointer, ()> for App {
-    fn event(
-        app: &mut Self,
-        pointer: &wl_pointer::WlPointer,
-        event: wl_pointer::Event,
-        _: &(),
-        _: &Connection,
-        _: &QueueHandle<Self>,
-    ) {
-        match event {
-            wl_pointer::Event::Enter {
-                serial,
-                surface,
-                surface_x,
-                surface_y,
-            } if surface == *app.core.window.wl_surface() || surface == *app.child() => {
-                app.input.pointer_serial = Some(serial);
-                app.input.apply_cursor();
-                app.pointer_at(surface_x, surface_y);
-            }
-            wl_pointer::Event::Leave { .. } => app.input.pointer_serial = None,
-            wl_pointer::Event::Motion {
-                surface_x,
-                surface_y,
-                ..
-            } if app.input.pointer_serial.is_some() => app.pointer_at(surface_x, surface_y),
-            wl_pointer::Event::Button { button, state, .. } => {
-                let pressed = matches!(state, WEnum::Value(wl_pointer::ButtonState::Pressed));
-                app.core.events.push(PresenterEvent::Button {
-                    code: button,
-                    pressed,
-                });
-            }
-            // Version 5+ sends discrete steps beside the continuous value: use those.
-            wl_pointer::Event::AxisDiscrete {
-                axis: WEnum::Value(wl_pointer::Axis::VerticalScroll),
-                discrete,
-            } if discrete != 0 => app.core.events.push(PresenterEvent::Axis {
-                vertical_steps: discrete,
-            }),
-            wl_pointer::Event::Axis {
-                axis: WEnum::Value(wl_pointer::Axis::VerticalScroll),
-                value,
-                ..
-            } if pointer.version() < 5 => {
-                // One wheel notch is 10 surface units in most compositors.
-                let steps = (value / 10.0).round() as i32;
-                if steps != 0 {
-                    app.core.events.push(PresenterEvent::Axis {
-                        vertical_steps: steps,
-                    });
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-impl Dispatch<wl_keyboard::WlKeyboard, ()> for App {
-    fn event(
-        app: &mut Self,
-        _: &wl_keyboard::WlKeyboard,
-        event: wl_keyboard::Event,
-        _: &(),
-        _: &Connection,
-        _: &QueueHandle<Self>,
-    ) {
-        // The keymap's fd is dropped (closed) with the event: the guest gets raw codes.
-        if let wl_keyboard::Event::Key { key, state, .. } = event {
-            let pressed = matches!(state, WEnum::Value(wl_keyboard::KeyState::Pressed));
-            app.core
-                .events
-                .push(PresenterEvent::Key { code: key, pressed });
-        }
-    }
-}
-
-impl Dispatch<wl_surface::WlSurface, ()> for App {
-    fn event(
-        _: &mut Self,
-        _: &wl_surface::WlSurface,
-        _: wl_surface::Event,
-        _: &(),
-        _: &Connection,
-        _: &QueueHandle<Self>,
-    ) {
-        // The cursor surface's enter/leave events do not matter.
     }
 }
