@@ -39,7 +39,8 @@ fn drm_driver(_: &std::path::Path) -> Option<String> {
 /// Headless EGL: which platform, and which dma-buf formats import (gl=on needs them).
 #[cfg(feature = "egl")]
 fn egl_facts() -> serde_json::Value {
-    use guestfb::import::egl::{fourcc_name, EglImporter, Platform};
+    use guestfb::format::fourcc_name;
+    use guestfb::import::egl::{EglImporter, Platform};
     match EglImporter::headless() {
         Err(error) => json!({ "available": false, "error": error.to_string() }),
         Ok(importer) => {

@@ -60,8 +60,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Recv::Event(QemuEvent::Scanout { frame } | QemuEvent::ScanoutMap { frame }) => {
                 break frame
             }
-            Recv::Event(QemuEvent::ScanoutDmabuf { scanout }) => {
-                return dump_dmabuf(scanout, &args.output)
+            Recv::Event(QemuEvent::ScanoutDmaBuf { image, method, .. }) => {
+                return dump_dmabuf(image, method, &args.output)
             }
             Recv::Event(QemuEvent::Disconnected { reason }) => {
                 return Err(format!("QEMU disconnected: {reason}").into())
@@ -93,7 +93,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Reads a single-buffer dma-buf scanout through the CPU and writes its visible rect.
 fn dump_dmabuf(
-    scanout: guestfb::source::qemu::DmaBufScanout,
+    image: guestfb::import::dmabuf::DmaBufImage<std::os::fd::OwnedFd>,
+    method: &str,
     output: &std::path::Path,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use guestfb::export::ExportedFramebuffer;
@@ -101,9 +102,9 @@ fn dump_dmabuf(
     use guestfb::import::CpuMapping;
     use guestfb::rect::Rect;
 
-    let desc = scanout.framebuffer_desc();
-    let (method, visible) = (scanout.method, scanout.visible);
-    let fd = scanout
+    let desc = image.framebuffer_desc();
+    let (format, visible) = (image.format, image.visible);
+    let fd = image
         .planes
         .into_iter()
         .next()
@@ -138,9 +139,8 @@ fn dump_dmabuf(
     encoder.set_depth(png::BitDepth::Eight);
     encoder.write_header()?.write_image_data(&rgb)?;
     eprintln!(
-        "wrote {} ({width}x{height} fourcc {:#x}, dma-buf from {method})",
+        "wrote {} ({width}x{height} {format}, dma-buf from {method})",
         output.display(),
-        scanout.fourcc
     );
     Ok(())
 }

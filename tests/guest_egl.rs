@@ -286,7 +286,7 @@ fn an_unsupported_modifier_is_refused_before_egl_create_image() {
         .expect("export");
     let before = gl.importer.stats().images_created;
     let result = with_export_image(&export, |image, _| {
-        let mut tiled = *image;
+        let mut tiled = image.clone();
         tiled.modifier = Modifier::from_raw(I915_X_TILED);
         gl.importer.import(
             BufferKey {

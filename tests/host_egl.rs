@@ -9,10 +9,11 @@ use std::os::fd::AsFd;
 
 use guestfb::format::{Modifier, PixelFormat, ALL_FORMATS};
 use guestfb::import::convert::nv12_to_rgb;
-use guestfb::import::egl::{
-    fourcc_name, BufferKey, DmaBufImage, DmaBufPlane, EglError, EglImporter, ImportedTexture,
-    TextureTarget,
-};
+use std::os::fd::BorrowedFd;
+
+use guestfb::format::fourcc_name;
+use guestfb::import::dmabuf::{DmaBufImage, DmaBufPlane};
+use guestfb::import::egl::{BufferKey, EglError, EglImporter, ImportedTexture, TextureTarget};
 use guestfb::present::gl::{letterbox, DrawParams, Filter, GlRenderer, OffscreenTarget};
 use guestfb::rect::Rect;
 use guestfb::sys::dmabuf::{Access, Mapping};
@@ -33,21 +34,22 @@ struct Frame {
 }
 
 impl Frame {
-    fn image<'a>(&'a self, planes: &'a mut Vec<DmaBufPlane<'a>>) -> DmaBufImage<'a> {
-        planes.clear();
-        for (&offset, &stride) in self.offsets.iter().zip(&self.strides) {
-            planes.push(DmaBufPlane {
+    fn image(&self) -> DmaBufImage<BorrowedFd<'_>> {
+        let planes = (self.offsets.iter().zip(&self.strides))
+            .map(|(&offset, &stride)| DmaBufPlane {
                 fd: self.memfd.as_fd(),
                 offset,
                 stride,
-            });
-        }
+            })
+            .collect();
         DmaBufImage {
             planes,
             format: self.format,
             modifier: Modifier::LINEAR,
             width: self.width,
             height: self.height,
+            visible: Rect::full(self.width, self.height),
+            y0_top: true,
         }
     }
 }
@@ -205,8 +207,7 @@ impl Gl {
     }
 
     fn import(&mut self, key: BufferKey, frame: &Frame) -> Result<ImportedTexture, EglError> {
-        let mut planes = Vec::new();
-        let image = frame.image(&mut planes);
+        let image = frame.image();
         self.importer.import(key, &image)
     }
 
@@ -375,8 +376,7 @@ fn every_packed_format_round_trips_exactly_in_both_orientations() {
 fn implicit_modifier_imports_without_modifier_attributes() {
     let mut gl = Gl::new();
     let frame = rgb_frame(PixelFormat::Xrgb8888, 32, 16, 7);
-    let mut planes = Vec::new();
-    let mut image = frame.image(&mut planes);
+    let mut image = frame.image();
     image.modifier = Modifier::Implicit;
     let texture = gl
         .importer
@@ -427,8 +427,7 @@ fn nv12_imports_as_two_planes_and_converts_bt601_exactly() {
             gl.importer.stats().images_created,
             before.images_created + 2
         );
-        let mut planes = Vec::new();
-        let image = frame.image(&mut planes);
+        let image = frame.image();
         assert_eq!(
             gl.importer.check(&image).ok(),
             Some(TextureTarget::Texture2D)
@@ -512,8 +511,7 @@ fn new_generation_replaces_the_cached_image_and_forget_drops_it() {
 fn unsupported_modifier_is_refused_before_egl_create_image() {
     let mut gl = Gl::new();
     let frame = rgb_frame(PixelFormat::Xrgb8888, 16, 16, 1);
-    let mut planes = Vec::new();
-    let mut image = frame.image(&mut planes);
+    let mut image = frame.image();
     image.modifier = Modifier::from_raw(I915_X_TILED);
     let err = gl
         .importer
@@ -544,9 +542,8 @@ fn unsupported_modifier_is_refused_before_egl_create_image() {
 
     // A wrong plane count is refused too.
     let frame = rgb_frame(PixelFormat::Xrgb8888, 16, 16, 1);
-    let mut planes = Vec::new();
-    let mut image = frame.image(&mut planes);
-    image.planes = &[];
+    let mut image = frame.image();
+    image.planes.clear();
     assert!(matches!(
         gl.importer.check(&image),
         Err(EglError::PlaneCount {

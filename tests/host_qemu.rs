@@ -662,6 +662,23 @@ fn hostile_messages_are_refused_without_harm() {
     let outside = planes(10, 64, 1, b"XR24");
     assert!(call(&conn, DMABUF2_IFACE, "ScanoutDMABUF2", &outside).is_err());
     assert!(matches!(next(&listener), QemuEvent::Rejected { .. }));
+    // A fourcc guestfb does not show: refused by value, before the fd is looked at.
+    assert!(call(
+        &conn,
+        DMABUF2_IFACE,
+        "ScanoutDMABUF2",
+        &planes(0, 32, 1, b"AB30")
+    )
+    .is_err());
+    let QemuEvent::Rejected { error, .. } = next(&listener) else {
+        panic!("expected Rejected")
+    };
+    assert!(
+        error
+            .to_string()
+            .contains("unsupported DRM fourcc 0x30334241 (AB30)"),
+        "{error}"
+    );
     // A well-formed scanout whose fd is a memfd, not a dma-buf: refused by kind (the
     // host has no udmabuf; the guest tier's nested QEMU sends real ones).
     assert!(call(

@@ -17,7 +17,7 @@ use guestfb::import::dmabuf::ExportImageError;
 use guestfb::import::egl::ImportExportError;
 use guestfb::present::gl::Filter;
 use guestfb::present::wayland::{
-    DmabufPresenter, EglPresenter, GlPresentError, PassthroughError, PresenterEvent, WindowOptions,
+    DmaBufPresenter, EglPresenter, GlPresentError, PassthroughError, PresenterEvent, WindowOptions,
 };
 use guestfb::rect::Rect;
 use guestfb::source::demo::{pattern_rgb, Buffering, DemoConfig, DemoGuest, FIRST_BUFFER_ID};
@@ -204,13 +204,13 @@ fn egl_presenter_refuses_a_scattered_memfd_export_clearly() {
     }
 }
 
-fn passthrough(weston: &Weston, width: u32, height: u32) -> DmabufPresenter {
-    DmabufPresenter::connect_to(&weston.socket_path(), WindowOptions::new(width, height))
-        .unwrap_or_else(|e| panic!("DmabufPresenter: {e}; weston log:\n{}", weston.log()))
+fn passthrough(weston: &Weston, width: u32, height: u32) -> DmaBufPresenter {
+    DmaBufPresenter::connect_to(&weston.socket_path(), WindowOptions::new(width, height))
+        .unwrap_or_else(|e| panic!("DmaBufPresenter: {e}; weston log:\n{}", weston.log()))
 }
 
 fn show_passthrough(
-    presenter: &mut DmabufPresenter,
+    presenter: &mut DmaBufPresenter,
     weston: &Weston,
     export: &ExportedFramebuffer,
     damage: &[Rect],
@@ -288,7 +288,7 @@ enum Step {
 }
 
 /// Dispatches once, recording release events.
-fn dispatch_recording(presenter: &mut DmabufPresenter, log: &mut Vec<Step>) -> Vec<PresenterEvent> {
+fn dispatch_recording(presenter: &mut DmaBufPresenter, log: &mut Vec<Step>) -> Vec<PresenterEvent> {
     let events = presenter
         .dispatch(Some(Duration::from_millis(50)))
         .expect("dispatch");

@@ -11,7 +11,7 @@ use guestfb::import::CpuMapping;
 #[cfg(feature = "wayland-egl")]
 use guestfb::present::wayland::EglPresenter;
 use guestfb::present::wayland::{
-    DmabufPresenter, PresenterEvent, PresenterOptions, ShmPresenter, WindowOptions,
+    DmaBufPresenter, PresenterEvent, PresenterOptions, ShmPresenter, WindowOptions,
 };
 use guestfb::rect::Rect;
 
@@ -69,7 +69,7 @@ pub enum Presenter {
     #[cfg(feature = "wayland-egl")]
     Gl(Box<EglPresenter>),
     /// gl=on, no GL of ours: the dma-buf handed to the compositor.
-    Passthrough(Box<DmabufPresenter>),
+    Passthrough(Box<DmaBufPresenter>),
 }
 
 /// Why a frame could not be shown.
@@ -302,7 +302,7 @@ pub fn open_zero_copy(
     window: &WindowOptions,
 ) -> Result<Presenter, String> {
     match choose_zero_copy(mode, export)? {
-        PresentMode::Passthrough => DmabufPresenter::connect(window.clone())
+        PresentMode::Passthrough => DmaBufPresenter::connect(window.clone())
             .map(|presenter| Presenter::Passthrough(Box::new(presenter)))
             .map_err(|e| format!("passthrough: {e}")),
         #[cfg(feature = "wayland-egl")]

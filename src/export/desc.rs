@@ -204,7 +204,7 @@ impl FramebufferDesc {
     pub fn validate_in_dmabuf(&self, size: u64) -> Result<ValidatedFramebuffer, ExportError> {
         let (format, modifier, visible) = self.checked_header()?;
         if !self.ranges.is_empty() {
-            return Err(ExportError::RangesOnDmabuf {
+            return Err(ExportError::RangesOnDmaBuf {
                 count: self.ranges.len(),
             });
         }

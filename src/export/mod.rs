@@ -181,7 +181,7 @@ pub enum ExportError {
         "a dma-buf framebuffer has no guest ranges, but {count} were given; describe its \
          planes by offsets into the dma-buf and leave `ranges` empty"
     )]
-    RangesOnDmabuf {
+    RangesOnDmaBuf {
         /// Ranges given.
         count: usize,
     },

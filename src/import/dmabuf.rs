@@ -9,36 +9,131 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
-use crate::export::{ExportError, ExportedFramebuffer};
+use crate::export::{ExportError, ExportedFramebuffer, FramebufferDesc, PlaneDesc};
 use crate::format::{Modifier, PixelFormat};
+use crate::rect::Rect;
 
-/// One plane of a dma-buf framebuffer.
+/// One plane of a dma-buf image: the fd that holds it, where its first row starts and
+/// how far apart rows are. `Fd` is [`OwnedFd`](std::os::fd::OwnedFd) where the image
+/// was received (QEMU's scanouts) and [`BorrowedFd`] where it is lent for a call.
 #[derive(Debug, Clone, Copy)]
-pub struct DmaBufPlane<'a> {
+pub struct DmaBufPlane<Fd> {
     /// The dma-buf (or, where the driver accepts it, a memfd) holding the plane.
-    pub fd: BorrowedFd<'a>,
+    pub fd: Fd,
     /// Byte offset of the plane's first row in `fd`.
     pub offset: u32,
     /// Bytes from one row to the next.
     pub stride: u32,
 }
 
-/// A framebuffer to import: planes, format, modifier and *backing* size.
+/// A dma-buf image, the one description every consumer takes: EGL import
+/// ([`EglImporter`](crate::import::egl::EglImporter)), linux-dmabuf passthrough, KMS
+/// direct scanout, QEMU's gl=on scanouts
+/// ([`QemuEvent::ScanoutDmaBuf`](crate::source::qemu::QemuEvent::ScanoutDmaBuf)).
 ///
-/// `width` and `height` are the size of the whole buffer; the visible rectangle is the
-/// renderer's business (`present::gl::DrawParams`).
-#[derive(Debug, Clone, Copy)]
-pub struct DmaBufImage<'a> {
-    /// One entry per plane of `format`, first plane first.
-    pub planes: &'a [DmaBufPlane<'a>],
+/// `width` and `height` are the size of the whole buffer (what is imported); `visible`
+/// is the part of it that is the picture, in picture coordinates (`y` from the top of
+/// the picture), and `y0_top` says whether memory row 0 is the picture's top row.
+///
+/// ```
+/// use std::os::fd::AsFd;
+/// use guestfb::format::{Modifier, PixelFormat};
+/// use guestfb::import::dmabuf::{DmaBufImage, DmaBufPlane};
+/// use guestfb::rect::Rect;
+///
+/// let file = std::fs::File::open("/dev/null").unwrap();
+/// let image = DmaBufImage {
+///     planes: vec![DmaBufPlane { fd: file.as_fd(), offset: 0, stride: 256 }],
+///     format: PixelFormat::Xrgb8888,
+///     modifier: Modifier::LINEAR,
+///     width: 64,
+///     height: 48,
+///     visible: Rect::new(0, 4, 64, 32),
+///     y0_top: false,
+/// };
+/// // Bottom-up: picture rows 4..36 are memory rows 12..44.
+/// assert_eq!(image.visible_in_memory(), Rect::new(0, 12, 64, 32));
+/// assert_eq!(image.framebuffer_desc().planes[0].stride, 256);
+/// ```
+#[derive(Debug, Clone)]
+pub struct DmaBufImage<Fd> {
+    /// One entry per plane of `format`, first plane first (1 to 4).
+    pub planes: Vec<DmaBufPlane<Fd>>,
     /// Pixel format.
     pub format: PixelFormat,
-    /// Layout modifier; attributes are passed to EGL only for an explicit one.
+    /// Layout modifier; attributes are passed to EGL and KMS only for an explicit one.
     pub modifier: Modifier,
     /// Backing width in pixels.
     pub width: u32,
     /// Backing height in pixels.
     pub height: u32,
+    /// The part of the buffer that is the picture, `y` from the picture's top.
+    pub visible: Rect,
+    /// True when memory row 0 is the top of the picture; false: bottom-up.
+    pub y0_top: bool,
+}
+
+impl<Fd: AsFd> DmaBufImage<Fd> {
+    /// The same image with its fds borrowed.
+    pub fn borrowed(&self) -> DmaBufImage<BorrowedFd<'_>> {
+        DmaBufImage {
+            planes: self
+                .planes
+                .iter()
+                .map(|plane| DmaBufPlane {
+                    fd: plane.fd.as_fd(),
+                    offset: plane.offset,
+                    stride: plane.stride,
+                })
+                .collect(),
+            format: self.format,
+            modifier: self.modifier,
+            width: self.width,
+            height: self.height,
+            visible: self.visible,
+            y0_top: self.y0_top,
+        }
+    }
+}
+
+impl<Fd> DmaBufImage<Fd> {
+    /// The visible rect with `y` counted in memory rows from the lowest address (what a
+    /// KMS plane's source rect or a texture's rows are): `visible` itself when memory
+    /// row 0 is the top, mirrored vertically when it is the bottom.
+    pub fn visible_in_memory(&self) -> Rect {
+        if self.y0_top {
+            self.visible
+        } else {
+            Rect {
+                y: (self.height).saturating_sub(self.visible.y.saturating_add(self.visible.height)),
+                ..self.visible
+            }
+        }
+    }
+
+    /// The image as a framebuffer description of a dma-buf (planes as offsets into it,
+    /// no guest ranges), for
+    /// [`ExportedFramebuffer::from_peer_dmabuf`], which validates every number against
+    /// the dma-buf's size.
+    pub fn framebuffer_desc(&self) -> FramebufferDesc {
+        FramebufferDesc {
+            fourcc: self.format.fourcc() as u32,
+            modifier: self.modifier.raw(),
+            width: self.width,
+            height: self.height,
+            visible: Some(self.visible),
+            planes: self
+                .planes
+                .iter()
+                .map(|plane| PlaneDesc {
+                    offset: u64::from(plane.offset),
+                    stride: plane.stride,
+                })
+                .collect(),
+            y0_top: self.y0_top,
+            ranges: Vec::new(),
+        }
+    }
 }
 
 /// What the planes' fd is.
@@ -85,7 +180,7 @@ pub enum ExportImageError {
 /// which fd that is. Nothing is copied or mapped; the fd is only lent for the call.
 pub fn with_export_image<R>(
     export: &ExportedFramebuffer,
-    f: impl FnOnce(&DmaBufImage<'_>, ImageSource) -> R,
+    f: impl FnOnce(&DmaBufImage<BorrowedFd<'_>>, ImageSource) -> R,
 ) -> Result<R, ExportImageError> {
     let layout = export.layout();
     let buffer_id = export.buffer_id();
@@ -116,11 +211,13 @@ pub fn with_export_image<R>(
             });
         }
         let image = DmaBufImage {
-            planes: &planes,
+            planes,
             format: layout.format(),
             modifier: layout.modifier(),
             width: layout.width(),
             height: layout.height(),
+            visible: layout.visible(),
+            y0_top: layout.y0_top(),
         };
         Ok(f(&image, source))
     })?

@@ -2,6 +2,7 @@
 //! (dma-buf imports cached per buffer and layout, sealed memfds exported), the path
 //! each frame took, and the per-console counters of the exit line.
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,8 @@ use guestfb::export::{
     BufferId, ExportedFramebuffer, Exporter, FramebufferDesc, GuestMemory, PeerPages, PinManager,
     PinPolicy, PinPurpose,
 };
-use guestfb::source::qemu::{DmaBufScanout, SharedFrame};
+use guestfb::import::dmabuf::DmaBufImage;
+use guestfb::source::qemu::SharedFrame;
 use guestfb::sys::dmabuf::DmaBuf;
 
 use crate::presenter::{Error, Stats};
@@ -114,10 +116,12 @@ impl Imports {
     /// cache let go of (the presenter may forget it).
     pub fn dmabuf(
         &mut self,
-        scanout: DmaBufScanout,
+        image: DmaBufImage<OwnedFd>,
+        method: &str,
+        exporter: &str,
     ) -> Result<(ExportedFramebuffer, Option<BufferId>), Error> {
-        let desc = scanout.framebuffer_desc();
-        let mut planes = scanout.planes.into_iter();
+        let desc = image.framebuffer_desc();
+        let mut planes = image.planes.into_iter();
         let first = planes.next().ok_or("a dma-buf scanout without planes")?;
         let inode = rustix::fs::fstat(&first.fd)?.st_ino;
         for plane in planes {
@@ -131,9 +135,9 @@ impl Imports {
             inode,
             offset: first.offset,
             stride: first.stride,
-            width: scanout.backing_width,
-            height: scanout.backing_height,
-            fourcc: scanout.fourcc,
+            width: image.width,
+            height: image.height,
+            fourcc: image.format.fourcc() as u32,
         };
         if let Some(index) = self.cache.iter().position(|(k, _)| *k == key) {
             let entry = self.cache.remove(index);
@@ -142,7 +146,6 @@ impl Imports {
             self.hits += 1;
             return Ok((export, None));
         }
-        let exporter = scanout.exporter;
         let udmabuf = exporter == "udmabuf";
         let pages = PeerPages {
             // A udmabuf pins its pages long-term on kernels whose probe says so.
@@ -165,9 +168,9 @@ impl Imports {
         println!(
             "viewer: console {}: QEMU dma-buf ({}, {exporter}, {}x{} {}) imported as buffer {buffer_id}",
             self.console,
-            scanout.method,
-            scanout.backing_width,
-            scanout.backing_height,
+            method,
+            image.width,
+            image.height,
             export.layout().format(),
         );
         self.imports += 1;

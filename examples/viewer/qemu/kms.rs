@@ -115,8 +115,12 @@ pub fn run(args: &QemuArgs, device: Option<&Path>) -> Result<(), Error> {
         // Every event that is already queued, then one present for all of them.
         while let Some(next) = event.take().or_else(|| listener.try_recv()) {
             match next {
-                QemuEvent::ScanoutDmabuf { scanout } => {
-                    let size = (scanout.visible.width, scanout.visible.height);
+                QemuEvent::ScanoutDmaBuf {
+                    image,
+                    method,
+                    exporter,
+                } => {
+                    let size = (image.visible.width, image.visible.height);
                     let old_size = shown.as_ref().map(|p| {
                         let visible = p.export.layout().visible();
                         (visible.width, visible.height)
@@ -126,7 +130,7 @@ pub fn run(args: &QemuArgs, device: Option<&Path>) -> Result<(), Error> {
                         // presenter keeps what is on the plane until the next flip.
                         imports.clear();
                     }
-                    match imports.dmabuf(scanout) {
+                    match imports.dmabuf(image, method, &exporter) {
                         Ok((export, _)) => {
                             shown = Some(Picture {
                                 export,
@@ -141,7 +145,7 @@ pub fn run(args: &QemuArgs, device: Option<&Path>) -> Result<(), Error> {
                         }
                     }
                 }
-                QemuEvent::UpdateDmabuf { ack, .. } => {
+                QemuEvent::UpdateDmaBuf { ack, .. } => {
                     dirty = true;
                     waiting_since.get_or_insert_with(Instant::now);
                     waiting.push(ack);

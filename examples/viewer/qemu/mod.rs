@@ -338,10 +338,10 @@ impl Head {
             event,
             QemuEvent::Scanout { .. }
                 | QemuEvent::ScanoutMap { .. }
-                | QemuEvent::ScanoutDmabuf { .. }
+                | QemuEvent::ScanoutDmaBuf { .. }
                 | QemuEvent::Update { .. }
                 | QemuEvent::UpdateMap { .. }
-                | QemuEvent::UpdateDmabuf { .. }
+                | QemuEvent::UpdateDmaBuf { .. }
         ) {
             // The display is on after all.
             self.disabled_at = None;
@@ -382,13 +382,17 @@ impl Head {
                 self.waiting_since.get_or_insert_with(Instant::now);
                 self.waiting.push(ack);
             }
-            QemuEvent::ScanoutDmabuf { scanout } => {
-                let size = (scanout.visible.width, scanout.visible.height);
+            QemuEvent::ScanoutDmaBuf {
+                image,
+                method,
+                exporter,
+            } => {
+                let size = (image.visible.width, image.visible.height);
                 if self.picture_size() != Some(size) {
                     // A mode change: the old buffers are gone for good.
                     self.drop_imports();
                 }
-                match self.imports.dmabuf(scanout) {
+                match self.imports.dmabuf(image, method, &exporter) {
                     Ok((export, evicted)) => {
                         if let Some(buffer_id) = evicted {
                             self.presenter.forget(buffer_id);
@@ -409,7 +413,7 @@ impl Head {
                     ),
                 }
             }
-            QemuEvent::UpdateDmabuf { rect, ack } => {
+            QemuEvent::UpdateDmaBuf { rect, ack } => {
                 if !matches!(
                     self.shown,
                     Shown::Export {

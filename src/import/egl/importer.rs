@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::c_void;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 use glow::HasContext;
 use khronos_egl as egl;
@@ -236,7 +236,7 @@ impl EglImporter {
     /// Checks that `image` can be imported, without importing it: plane count, size,
     /// format and modifier against what the display advertises. Returns the texture
     /// target it would be bound to.
-    pub fn check(&self, image: &DmaBufImage<'_>) -> Result<TextureTarget> {
+    pub fn check(&self, image: &DmaBufImage<impl AsFd>) -> Result<TextureTarget> {
         let format = image.format;
         let expected = format.planes().len();
         if image.planes.len() != expected {
@@ -315,7 +315,11 @@ impl EglImporter {
     /// A cached entry for the same buffer id with another generation is dropped first
     /// (its texture and EGLImage are destroyed). The image is checked with
     /// [`EglImporter::check`] before `eglCreateImage` is called.
-    pub fn import(&mut self, key: BufferKey, image: &DmaBufImage<'_>) -> Result<ImportedTexture> {
+    pub fn import(
+        &mut self,
+        key: BufferKey,
+        image: &DmaBufImage<impl AsFd>,
+    ) -> Result<ImportedTexture> {
         if let Some(cached) = self.cache.get(&key.buffer_id) {
             if cached.generation == key.generation {
                 self.stats.cache_hits += 1;
@@ -360,7 +364,7 @@ impl EglImporter {
     /// luma image and a `GR88` chroma image with the same modifier. Mesa's llvmpipe
     /// advertises NV12 but refuses it as one image (EGL_BAD_ALLOC); its single-plane
     /// formats import, and the shader conversion is bit-exact with the CPU path.
-    pub(super) fn nv12_as_planes(&self, image: &DmaBufImage<'_>) -> bool {
+    pub(super) fn nv12_as_planes(&self, image: &DmaBufImage<impl AsFd>) -> bool {
         if image.format != PixelFormat::Nv12 {
             return false;
         }
@@ -387,12 +391,12 @@ impl EglImporter {
     pub(super) fn import_nv12_planes(
         &mut self,
         key: BufferKey,
-        image: &DmaBufImage<'_>,
+        image: &DmaBufImage<impl AsFd>,
     ) -> Result<ImportedTexture> {
         let raw = |i: usize| {
             let plane = &image.planes[i];
             RawPlane {
-                fd: plane.fd.as_raw_fd(),
+                fd: plane.fd.as_fd().as_raw_fd(),
                 offset: plane.offset,
                 stride: plane.stride,
             }
@@ -508,12 +512,12 @@ impl EglImporter {
         }
     }
 
-    pub(super) fn create_image(&mut self, image: &DmaBufImage<'_>) -> Result<egl::Image> {
+    pub(super) fn create_image(&mut self, image: &DmaBufImage<impl AsFd>) -> Result<egl::Image> {
         let planes: Vec<RawPlane> = image
             .planes
             .iter()
             .map(|plane| RawPlane {
-                fd: plane.fd.as_raw_fd(),
+                fd: plane.fd.as_fd().as_raw_fd(),
                 offset: plane.offset,
                 stride: plane.stride,
             })
@@ -530,7 +534,7 @@ impl EglImporter {
     /// `height`, with `image`'s modifier; errors name `image`.
     pub(super) fn create_image_raw(
         &mut self,
-        image: &DmaBufImage<'_>,
+        image: &DmaBufImage<impl AsFd>,
         fourcc: u32,
         (width, height): (u32, u32),
         planes: &[RawPlane],

@@ -15,11 +15,8 @@ mod error;
 mod formats;
 mod importer;
 
-pub use crate::format::fourcc_name;
 pub use error::{EglError, ImportExportError, Result};
 pub use formats::modifier_name;
-
-pub use crate::import::dmabuf::{DmaBufImage, DmaBufPlane};
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -24,7 +24,7 @@ pub enum CopyReason {
     /// The picture is stored bottom-up and the plane has no REFLECT_Y.
     BottomUpWithoutReflect,
     /// The export has no dma-buf (no /dev/udmabuf).
-    NoDmabuf,
+    NoDmaBuf,
     /// hugetlb-backed export on a kernel whose udmabuf vmap repeats each folio's head
     /// page: the scanout engine would read wrong pixels.
     HugetlbVmapQuirk,

@@ -24,11 +24,12 @@ use super::copy::{CpuFill, FillTarget, FrameFill};
 use super::error::KmsError;
 use crate::export::{BufferId, ExportedFramebuffer};
 use crate::format::{Modifier, PixelFormat};
+use crate::import::dmabuf::{DmaBufImage, DmaBufPlane};
 use crate::import::egl::{
-    BufferKey, DmaBufImage, DmaBufPlane, EglError, EglImporter, ImportExportError, ImportedTexture,
-    Platform, TextureTarget,
+    BufferKey, EglError, EglImporter, ImportExportError, ImportedTexture, Platform, TextureTarget,
 };
 use crate::present::gl::{DrawParams, Filter, GlRenderer, RenderError};
+use crate::rect::Rect;
 
 /// The importer cache slot of the scanout buffer being drawn into (guest buffer ids
 /// are small; an export with this id goes through the CPU fill).
@@ -229,7 +230,7 @@ impl GlFill {
         let source = self.importer.import_export(export)?;
         let dmabuf = target.dmabuf()?;
         let (width, height) = target.size();
-        let planes = [DmaBufPlane {
+        let planes = vec![DmaBufPlane {
             fd: dmabuf.as_fd(),
             offset: 0,
             stride: target.stride(),
@@ -240,11 +241,13 @@ impl GlFill {
             generation: self.serial,
         };
         let image = DmaBufImage {
-            planes: &planes,
+            planes,
             format: PixelFormat::Xrgb8888,
             modifier: Modifier::Implicit,
             width,
             height,
+            visible: Rect::full(width, height),
+            y0_top: true,
         };
         let drawn = match self.importer.import(key, &image) {
             Ok(dest) => self.draw_into(export, &source, &dest, (width, height)),

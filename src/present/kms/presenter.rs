@@ -14,6 +14,7 @@ use drm::control::{
 use crate::export::pin::Quirk;
 use crate::export::{BufferId, ExportedFramebuffer, PinManager};
 use crate::format::Modifier;
+use crate::import::dmabuf::{with_export_image, ExportImageError, ImageSource};
 use crate::rect::Rect;
 
 use super::card::{add_fb2, Blob, Card, Dumb, Fb, Gem, Planar};
@@ -290,7 +291,7 @@ impl KmsPresenter {
     ) -> Result<ScanoutPath, KmsError> {
         let layout = export.layout();
         if !export.has_dmabuf()? {
-            return Ok(ScanoutPath::Copy(CopyReason::NoDmabuf));
+            return Ok(ScanoutPath::Copy(CopyReason::NoDmaBuf));
         }
         if !self
             .pipe
@@ -349,39 +350,52 @@ impl KmsPresenter {
     pub(super) fn direct_scanout(
         &self,
         export: &ExportedFramebuffer,
-    ) -> Result<(Fb, Gem), KmsError> {
-        let layout = export.layout();
-        let gem = export.with_dmabuf(|dmabuf| {
-            let dmabuf = dmabuf.expect("checked by choose_path");
-            self.card
-                .prime_fd_to_buffer(dmabuf.as_fd())
+    ) -> Result<(Fb, Gem, Rect), KmsError> {
+        with_export_image(export, |image, source| {
+            if source != ImageSource::DmaBuf {
+                // choose_path took the copy path for an export without a udmabuf.
+                return Err(KmsError::Ioctl {
+                    what: format!("buffer {} has no dma-buf to scan out", export.buffer_id()),
+                    source: io::Error::from_raw_os_error(libc::EINVAL),
+                });
+            }
+            // The planes of an export share its one udmabuf: one GEM handle for all.
+            let gem = self
+                .card
+                .prime_fd_to_buffer(image.planes[0].fd)
                 .map(|handle| Gem {
                     card: self.card.clone(),
                     handle,
                 })
-                .map_err(|source| self.card.classify("DRM_IOCTL_PRIME_FD_TO_HANDLE", source))
-        })??;
-        let mut planar = Planar {
-            size: (layout.width(), layout.height()),
-            format: layout.format().fourcc(),
-            modifier: match layout.modifier() {
-                Modifier::Implicit => None,
-                Modifier::Explicit(modifier) => Some(modifier),
-            },
-            handles: [None; 4],
-            pitches: [0; 4],
-            offsets: [0; 4],
-        };
-        for (index, plane) in layout.planes().iter().enumerate().take(4) {
-            planar.handles[index] = Some(gem.handle);
-            planar.pitches[index] = plane.stride;
-            planar.offsets[index] = u32::try_from(plane.offset).map_err(|_| KmsError::Ioctl {
-                what: format!("ADDFB2: plane {index} offset {} over 32 bits", plane.offset),
+                .map_err(|source| self.card.classify("DRM_IOCTL_PRIME_FD_TO_HANDLE", source))?;
+            let mut planar = Planar {
+                size: (image.width, image.height),
+                format: image.format.fourcc(),
+                modifier: match image.modifier {
+                    Modifier::Implicit => None,
+                    Modifier::Explicit(modifier) => Some(modifier),
+                },
+                handles: [None; 4],
+                pitches: [0; 4],
+                offsets: [0; 4],
+            };
+            for (index, plane) in image.planes.iter().enumerate().take(4) {
+                planar.handles[index] = Some(gem.handle);
+                planar.pitches[index] = plane.stride;
+                planar.offsets[index] = plane.offset;
+            }
+            let fb = add_fb2(&self.card, &planar)?;
+            // The plane reads framebuffer rows: its source rect is the visible rect in
+            // memory rows (REFLECT_Y turns a bottom-up picture).
+            Ok((fb, gem, image.visible_in_memory()))
+        })
+        .map_err(|error| match error {
+            ExportImageError::Export(error) => KmsError::from(error),
+            other => KmsError::Ioctl {
+                what: format!("ADDFB2: {other}"),
                 source: io::Error::from_raw_os_error(libc::EOVERFLOW),
-            })?;
-        }
-        let fb = add_fb2(&self.card, &planar)?;
-        Ok((fb, gem))
+            },
+        })?
     }
 
     /// Shows `export`: the first call does a modeset, later ones a page flip whose event
@@ -412,21 +426,11 @@ impl KmsPresenter {
         let mode = self.pipe.mode_size();
         let scanout = match path {
             ScanoutPath::Direct => {
-                let (fb, gem) = self.direct_scanout(export)?;
+                let (fb, gem, src) = self.direct_scanout(export)?;
                 let rotation = if layout.y0_top() {
                     None
                 } else {
                     Some(ROTATE_0 | REFLECT_Y)
-                };
-                // The plane reads framebuffer rows; for a bottom-up picture, REFLECT_Y
-                // turns it, and the visible rect is counted from the bottom row.
-                let src = if layout.y0_top() {
-                    visible
-                } else {
-                    Rect {
-                        y: layout.height() - visible.y - visible.height,
-                        ..visible
-                    }
                 };
                 Scanout {
                     buffer_id: export.buffer_id(),

@@ -18,7 +18,7 @@
 //! Back-pressure: the compositor reads the guest's memory itself, whenever it repaints
 //! (weston's GL renderer samples the dma-buf at repaint, after our frame callback), so a
 //! frame callback does not mean the buffer is free. A buffer is free once the compositor
-//! sends `wl_buffer.release`: [`DmabufPresenter::is_released`] says so per buffer id and
+//! sends `wl_buffer.release`: [`DmaBufPresenter::is_released`] says so per buffer id and
 //! [`PresenterEvent::BufferReleased`] reports it. A guest that double-buffers draws only
 //! into a released buffer; one live buffer, attached again and again, is never released
 //! and tears.
@@ -150,7 +150,7 @@ impl App {
 
 /// Shows exports by handing their dma-buf to the compositor (passthrough).
 #[derive(Debug)]
-pub struct DmabufPresenter {
+pub struct DmaBufPresenter {
     cache: HashMap<u64, CachedBuffer>,
     transform: Option<wl_output::Transform>,
     queue: EventQueue<App>,
@@ -159,7 +159,7 @@ pub struct DmabufPresenter {
     conn: Connection,
 }
 
-impl DmabufPresenter {
+impl DmaBufPresenter {
     /// Connects to the compositor named by `WAYLAND_DISPLAY` and opens the window.
     pub fn connect(options: WindowOptions) -> Result<Self, PresentError> {
         Self::from_connection(Connection::connect_to_env()?, options)
@@ -458,7 +458,7 @@ impl DmabufPresenter {
     }
 }
 
-impl Drop for DmabufPresenter {
+impl Drop for DmaBufPresenter {
     fn drop(&mut self) {
         for (_, cached) in self.cache.drain() {
             cached.buffer.destroy();

@@ -5,7 +5,7 @@
 //! damage tracking so only changed pixels are written and uploaded.
 //!
 //! `EglPresenter` (feature `wayland-egl`) imports the export's dma-buf as a GL texture
-//! and draws it into an EGL window (gl=on). [`DmabufPresenter`] hands the dma-buf to the
+//! and draws it into an EGL window (gl=on). [`DmaBufPresenter`] hands the dma-buf to the
 //! compositor as a `zwp_linux_dmabuf_v1` buffer (passthrough, no GL of ours).
 
 mod damage;
@@ -16,7 +16,7 @@ mod shm;
 mod window;
 
 pub use damage::{fit_letterbox, Placement};
-pub use dmabuf::{compositor_dmabuf_formats, DmabufPresenter, PassthroughError};
+pub use dmabuf::{compositor_dmabuf_formats, DmaBufPresenter, PassthroughError};
 #[cfg(feature = "wayland-egl")]
 pub use egl::{EglPresenter, GlPresentError};
 pub use shm::{PresenterOptions, ShmFrame, ShmPresenter};
@@ -69,7 +69,7 @@ pub enum PresenterEvent {
     },
     /// The compositor let go of a guest buffer it was showing (`wl_buffer.release` of
     /// the passthrough presenter's buffer): the guest may draw into it again. Only
-    /// [`DmabufPresenter`] reports this; see [`DmabufPresenter::is_released`].
+    /// [`DmaBufPresenter`] reports this; see [`DmaBufPresenter::is_released`].
     BufferReleased {
         /// The export's buffer id.
         buffer_id: u64,

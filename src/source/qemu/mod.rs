@@ -35,8 +35,7 @@ use crate::sys::SysError;
 
 pub use keymap::{evdev_to_qnum, MouseButton};
 pub use listener::{
-    Cursor, DmaBufPlane, DmaBufScanout, Frame, FrameToken, ListenerOptions, QemuEvent,
-    QemuListener, Recv, SharedFrame,
+    Cursor, Frame, FrameToken, ListenerOptions, QemuEvent, QemuListener, Recv, SharedFrame,
 };
 
 /// QEMU's well-known name on a bus.
@@ -114,6 +113,18 @@ pub enum QemuError {
     UnsupportedPixman {
         /// The pixman code.
         code: u32,
+    },
+    /// A dma-buf scanout in a DRM fourcc guestfb does not show.
+    #[error("{method}: unsupported DRM fourcc {fourcc:#010x} ({name}); guestfb shows {supported}")]
+    UnsupportedFourcc {
+        /// The method.
+        method: &'static str,
+        /// The fourcc sent.
+        fourcc: u32,
+        /// Its four characters.
+        name: String,
+        /// The formats guestfb shows.
+        supported: String,
     },
     /// Zero or too large a size.
     #[error("bad size {width}x{height} (each side 1..={max})")]

@@ -1,13 +1,10 @@
 //! What the listener hands out: frames (owned pixel data or QEMU's mapped surface),
 //! dma-buf scanouts, cursors, and the token that answers QEMU once a frame is shown.
 
-use std::os::fd::OwnedFd;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::export::{FramebufferDesc, PlaneDesc};
-use crate::format::{Modifier, PixelFormat};
-use crate::rect::Rect;
+use crate::format::PixelFormat;
 use crate::source::qemu::pixman;
 use crate::sys::dmabuf::Mapping;
 use crate::sys::memfd::Memfd;
@@ -143,78 +140,6 @@ impl SharedFrame {
     /// Whether two handles share one frame (a new scanout makes a new frame).
     pub fn same_as(&self, other: &SharedFrame) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-/// One plane of a dma-buf scanout.
-#[derive(Debug)]
-pub struct DmaBufPlane {
-    /// The dma-buf (owned: closed when the scanout is dropped).
-    pub fd: OwnedFd,
-    /// Byte offset of the plane in the dma-buf.
-    pub offset: u32,
-    /// Bytes per row.
-    pub stride: u32,
-}
-
-/// A gl=on scanout: what an EGL import (`EGL_LINUX_DMA_BUF_EXT`) needs, with the
-/// visible rect kept apart from the backing size (QEMU's `QemuDmaBuf`).
-#[derive(Debug)]
-pub struct DmaBufScanout {
-    /// Planes, first plane first (1 to 4).
-    pub planes: Vec<DmaBufPlane>,
-    /// DRM fourcc code.
-    pub fourcc: u32,
-    /// Layout modifier: `Modifier::Invalid` means implicit (the old `ScanoutDMABUF`
-    /// sends whatever QEMU got from EGL), `LINEAR` (0) is an explicit linear layout.
-    pub modifier: Modifier,
-    /// Backing buffer width in pixels (what to import).
-    pub backing_width: u32,
-    /// Backing buffer height in pixels.
-    pub backing_height: u32,
-    /// The part of the backing buffer that is the display (what to draw).
-    pub visible: Rect,
-    /// True when memory row 0 is the top of the picture; false: flip when drawing.
-    /// (QEMU's own `y0_top` argument means the opposite and is inverted on receipt.)
-    pub y0_top: bool,
-    /// The D-Bus method that brought it: `ScanoutDMABUF` or `ScanoutDMABUF2` (gl=on),
-    /// or `ScanoutMap` (gl=off, when QEMU's surface is a dma-buf: a virtio-gpu blob's
-    /// udmabuf).
-    pub method: &'static str,
-    /// The dma-buf's exporter, from its fdinfo (`udmabuf`: guest RAM pages, pinned
-    /// long-term by the kernel on Linux ≥ 6.11).
-    pub exporter: String,
-}
-
-impl DmaBufScanout {
-    /// The guestfb pixel format of the fourcc, when guestfb knows it.
-    pub fn format(&self) -> Option<PixelFormat> {
-        PixelFormat::from_fourcc(self.fourcc)
-    }
-
-    /// The scanout as a framebuffer description of a dma-buf (planes as offsets into
-    /// it, no guest ranges), for [`ExportedFramebuffer::from_peer_dmabuf`]: every number
-    /// is validated there against the dma-buf's size.
-    ///
-    /// [`ExportedFramebuffer::from_peer_dmabuf`]: crate::export::ExportedFramebuffer::from_peer_dmabuf
-    pub fn framebuffer_desc(&self) -> FramebufferDesc {
-        FramebufferDesc {
-            fourcc: self.fourcc,
-            modifier: self.modifier.raw(),
-            width: self.backing_width,
-            height: self.backing_height,
-            visible: Some(self.visible),
-            planes: self
-                .planes
-                .iter()
-                .map(|plane| PlaneDesc {
-                    offset: u64::from(plane.offset),
-                    stride: plane.stride,
-                })
-                .collect(),
-            y0_top: self.y0_top,
-            ranges: Vec::new(),
-        }
     }
 }
 

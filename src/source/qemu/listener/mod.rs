@@ -14,11 +14,11 @@ mod checks;
 mod frame;
 mod worker;
 
-pub use frame::{Cursor, DmaBufPlane, DmaBufScanout, Frame, FrameToken, SharedFrame};
+pub use frame::{Cursor, Frame, FrameToken, SharedFrame};
 pub(crate) use worker::SurfaceSize;
 
 use std::io::Read;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -27,6 +27,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use worker::{Current, Worker};
+
+use crate::import::dmabuf::DmaBufImage;
 
 use crate::rect::Rect;
 
@@ -117,14 +119,27 @@ pub enum QemuEvent {
         /// Complete after presenting.
         ack: FrameToken,
     },
-    /// A new gl=on scanout (`ScanoutDMABUF` or `ScanoutDMABUF2`): import it.
-    ScanoutDmabuf {
-        /// The buffer description (owns the fds).
-        scanout: DmaBufScanout,
+    /// A new dma-buf scanout: import it. gl=on (`ScanoutDMABUF`, `ScanoutDMABUF2`:
+    /// what QEMU's `QemuDmaBuf` holds, `modifier` [`Modifier::Implicit`] for the old
+    /// method, which sends whatever QEMU got from EGL), or gl=off when QEMU's surface is
+    /// a dma-buf (`ScanoutMap` of a virtio-gpu blob's udmabuf).
+    ///
+    /// [`Modifier::Implicit`]: crate::format::Modifier::Implicit
+    ScanoutDmaBuf {
+        /// The image (owns the fds), `visible` and `y0_top` in guestfb's convention
+        /// (QEMU's own `y0_top` argument means the opposite and is inverted on
+        /// receipt).
+        image: DmaBufImage<OwnedFd>,
+        /// The D-Bus method that brought it: `ScanoutDMABUF`, `ScanoutDMABUF2` or
+        /// `ScanoutMap`.
+        method: &'static str,
+        /// The dma-buf's exporter, from its fdinfo (`udmabuf`: guest RAM pages, pinned
+        /// long-term by the kernel on Linux ≥ 6.11).
+        exporter: String,
     },
     /// `rect` of the dma-buf scanout changed: draw it. QEMU holds the guest until
     /// `ack` completes.
-    UpdateDmabuf {
+    UpdateDmaBuf {
         /// The damage.
         rect: Rect,
         /// Complete after presenting.

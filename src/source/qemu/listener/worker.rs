@@ -13,7 +13,7 @@ use zbus::blocking::{connection, Connection};
 use zbus::message::{Message, Type as MessageType};
 use zbus::zvariant::{self, OwnedValue, Value};
 
-use crate::format::{Modifier, PixelFormat};
+use crate::format::{fourcc_name, Modifier, PixelFormat, ALL_FORMATS};
 use crate::rect::Rect;
 use crate::source::qemu::QemuError;
 use crate::sys;
@@ -23,8 +23,9 @@ use crate::sys::memfd::{Memfd, Seals};
 
 use super::checks::checked_format;
 use super::checks::{check_size, checked_cursor, checked_rect, checked_surface};
-use super::frame::{DmaBufPlane, DmaBufScanout, Frame, FrameToken, SharedFrame, Storage};
+use super::frame::{Frame, FrameToken, SharedFrame, Storage};
 use super::{ListenerOptions, QemuEvent, DMABUF2_IFACE, LISTENER_IFACE, LISTENER_PATH, MAP_IFACE};
+use crate::import::dmabuf::{DmaBufImage, DmaBufPlane};
 
 /// The scanout the listener last received, for checking updates against it.
 #[derive(Debug)]
@@ -32,7 +33,7 @@ pub(super) enum Current {
     None,
     Owned(SharedFrame),
     Mapped(SharedFrame),
-    Dmabuf { width: u32, height: u32 },
+    DmaBuf { width: u32, height: u32 },
 }
 
 /// Asks QEMU for the console's current surface size (its `Width`/`Height` properties).
@@ -284,7 +285,7 @@ impl Worker {
             (Some(LISTENER_IFACE) | None, "UpdateDMABUF") => {
                 let (x, y, w, h): (i32, i32, i32, i32) = body.deserialize().map_err(bad_body)?;
                 let (width, height) = match (&self.current, self.last_dmabuf) {
-                    (&Current::Dmabuf { width, height }, _) => (width, height),
+                    (&Current::DmaBuf { width, height }, _) => (width, height),
                     // After a Disable: the last dma-buf is shown again.
                     (Current::None, Some(size)) => size,
                     _ => {
@@ -294,10 +295,10 @@ impl Worker {
                     }
                 };
                 let rect = checked_rect(x, y, w, h, width, height)?;
-                self.current = Current::Dmabuf { width, height };
+                self.current = Current::DmaBuf { width, height };
                 let (ack, presented) = FrameToken::new();
                 Ok(Outcome::Gated(
-                    QemuEvent::UpdateDmabuf { rect, ack },
+                    QemuEvent::UpdateDmaBuf { rect, ack },
                     presented,
                 ))
             }
@@ -317,11 +318,11 @@ impl Worker {
                 let frame = match &self.current {
                     Current::Mapped(frame) => frame,
                     // A ScanoutMap whose fd was a dma-buf: an update of that buffer.
-                    &Current::Dmabuf { width, height } => {
+                    &Current::DmaBuf { width, height } => {
                         let rect = checked_rect(x, y, w, h, width, height)?;
                         let (ack, presented) = FrameToken::new();
                         return Ok(Outcome::Gated(
-                            QemuEvent::UpdateDmabuf { rect, ack },
+                            QemuEvent::UpdateDmaBuf { rect, ack },
                             presented,
                         ));
                     }
@@ -620,20 +621,20 @@ impl Worker {
             };
             // A dma-buf (a virtio-gpu blob's udmabuf, where QEMU passes it as the
             // surface's share handle): a dma-buf scanout, shown without a copy.
-            self.current = Current::Dmabuf { width, height };
+            self.current = Current::DmaBuf { width, height };
             self.last_dmabuf = Some((width, height));
-            return Ok(Outcome::Event(QemuEvent::ScanoutDmabuf {
-                scanout: DmaBufScanout {
+            return Ok(Outcome::Event(QemuEvent::ScanoutDmaBuf {
+                image: DmaBufImage {
                     planes: vec![DmaBufPlane { fd, offset, stride }],
-                    fourcc: format.fourcc() as u32,
+                    format,
                     modifier: Modifier::LINEAR,
-                    backing_width: width,
-                    backing_height: height,
+                    width,
+                    height,
                     visible: Rect::full(width, height),
                     y0_top: true,
-                    method: "ScanoutMap",
-                    exporter,
                 },
+                method: "ScanoutMap",
+                exporter,
             }));
         };
         let page = sys::page_size();
@@ -688,6 +689,14 @@ impl Worker {
                 strides: strides.len(),
             });
         }
+        let Some(format) = PixelFormat::from_fourcc(fourcc) else {
+            return Err(QemuError::UnsupportedFourcc {
+                method,
+                fourcc,
+                name: fourcc_name(fourcc),
+                supported: ALL_FORMATS.map(|f| f.to_string()).join(", "),
+            });
+        };
         let mut exporter = String::new();
         for fd in fds.iter().take(n) {
             match fdkind::classify(fd.as_fd())? {
@@ -716,17 +725,15 @@ impl Worker {
                 frame_height: backing_height,
             });
         }
-        if let Some(format) = PixelFormat::from_fourcc(fourcc) {
-            for (plane, info) in format.planes().iter().enumerate().take(n) {
-                let samples = backing_width.div_ceil(info.h_sub);
-                let need = u64::from(samples) * u64::from(info.bytes_per_sample);
-                if u64::from(strides[plane]) < need {
-                    return Err(QemuError::StrideTooSmall {
-                        stride: strides[plane],
-                        width: samples,
-                        bytes_per_pixel: info.bytes_per_sample,
-                    });
-                }
+        for (plane, info) in format.planes().iter().enumerate().take(n) {
+            let samples = backing_width.div_ceil(info.h_sub);
+            let need = u64::from(samples) * u64::from(info.bytes_per_sample);
+            if u64::from(strides[plane]) < need {
+                return Err(QemuError::StrideTooSmall {
+                    stride: strides[plane],
+                    width: samples,
+                    bytes_per_pixel: info.bytes_per_sample,
+                });
             }
         }
         let planes = fds
@@ -735,23 +742,23 @@ impl Worker {
             .zip(offsets.iter().zip(strides))
             .map(|(fd, (&offset, &stride))| DmaBufPlane { fd, offset, stride })
             .collect();
-        self.current = Current::Dmabuf {
+        self.current = Current::DmaBuf {
             width: backing_width,
             height: backing_height,
         };
         self.last_dmabuf = Some((backing_width, backing_height));
-        Ok(Outcome::Event(QemuEvent::ScanoutDmabuf {
-            scanout: DmaBufScanout {
+        Ok(Outcome::Event(QemuEvent::ScanoutDmaBuf {
+            image: DmaBufImage {
                 planes,
-                fourcc,
+                format,
                 modifier: Modifier::from_raw(modifier),
-                backing_width,
-                backing_height,
+                width: backing_width,
+                height: backing_height,
                 visible,
                 y0_top,
-                method,
-                exporter,
             },
+            method,
+            exporter,
         }))
     }
 }
