@@ -16,3 +16,5 @@ pub mod present;
 pub mod rect;
 pub mod source;
 pub mod sys;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -14,15 +14,16 @@ use guestfb::export::{
     DiscardMode, ExportedFramebuffer, Exporter, PinManager, PinPolicy, PinPurpose, Revocation,
 };
 use guestfb::format::{Modifier, PixelFormat};
-use guestfb::import::convert::{blit_reference, Dest, DestFormat, Source, SourcePlane};
+use guestfb::import::convert::{Dest, DestFormat, Source, SourcePlane};
 use guestfb::import::dmabuf::{with_export_image, ImageSource};
 use guestfb::import::egl::{
-    BufferKey, EglError, EglImporter, ImportExportError, ImportedTexture, Platform,
+    BufferKey, EglError, EglImporter, ImportedTexture, Platform, TextureImportError,
 };
 use guestfb::import::CpuMapping;
 use guestfb::present::gl::{DrawParams, Filter, GlRenderer, OffscreenTarget};
 use guestfb::rect::Rect as PictureRect;
 use guestfb::source::demo::{Buffering, DemoConfig, DemoGuest};
+use guestfb::testing::blit_reference;
 
 const MIB: u64 = 1 << 20;
 const I915_X_TILED: u64 = 0x0100_0000_0000_0001;
@@ -257,7 +258,7 @@ fn revoke_forgets_the_image_and_a_new_generation_imports_again() {
         assert_eq!(gl.importer.stats().images_destroyed, destroyed + 1);
         // The revoked export cannot be imported again.
         match gl.importer.import_export(&export) {
-            Err(ImportExportError::Source(_)) => {}
+            Err(TextureImportError::Source(_)) => {}
             other => panic!("revoked export imported: {other:?}"),
         }
         // A new export (generation 2) imports and shows what guest memory holds now.

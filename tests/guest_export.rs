@@ -6,7 +6,7 @@ mod common;
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 
-use guestfb::export::pin::{self, PinSemantics};
+use guestfb::export::PinSemantics;
 use guestfb::export::{
     DiscardMode, ExportError, Exporter, FramebufferDesc, GuestMemory, LongtermPin, PinManager,
     PinPolicy, PinPurpose,
@@ -16,6 +16,7 @@ use guestfb::import::{CpuMapping, CpuPath};
 use guestfb::source::demo::{DemoConfig, DemoGuest};
 use guestfb::sys::dmabuf::{Access, Mapping};
 use guestfb::sys::memfd::{Memfd, Seals};
+use guestfb::testing as pin;
 
 const MIB: u64 = 1 << 20;
 
@@ -319,10 +320,13 @@ fn old_kernel_policy_and_list_limit() {
     })
     .unwrap();
     let mut pins = PinManager::new(unlimited());
-    pins.set_udmabuf_limits(guestfb::sys::udmabuf::Limits {
-        size_limit_mb: 256,
-        list_limit: 1,
-    });
+    pin::set_udmabuf_limits(
+        &mut pins,
+        guestfb::sys::udmabuf::Limits {
+            size_limit_mb: 256,
+            list_limit: 1,
+        },
+    );
     let exporter = Exporter::new(guest.memory().clone(), pins);
     let error = exporter
         .export(1, &guest.desc(), PinPurpose::Scanout)

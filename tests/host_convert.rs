@@ -3,9 +3,10 @@
 
 use guestfb::format::{PixelFormat, ALL_FORMATS};
 use guestfb::import::convert::{
-    blit, blit_reference, blit_with_options, nv12_to_rgb, BlitOptions, ConvertError, Dest,
-    DestFormat, Rect, Simd, Source, SourcePlane,
+    blit, blit_with_options, nv12_to_rgb, BlitOptions, ConvertError, Dest, DestFormat, Rect, Simd,
+    Source, SourcePlane,
 };
+use guestfb::testing::blit_reference;
 use proptest::prelude::*;
 
 const SENTINEL: u8 = 0xA5;

@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use guestfb::source::qemu::listener::{DMABUF2_IFACE, LISTENER_IFACE, LISTENER_PATH, MAP_IFACE};
 use guestfb::source::qemu::{
     ConsoleKind, ListenerOptions, QemuConsole, QemuDisplay, QemuEvent, QemuListener, Recv,
     SharedFrame, UiInfo,
 };
+use guestfb::source::qemu::{DMABUF2_IFACE, LISTENER_IFACE, LISTENER_PATH, MAP_IFACE};
 use guestfb::sys::memfd::Memfd;
 use serde_json::json;
 

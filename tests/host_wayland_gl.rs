@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use common::weston::{Renderer, Screenshot, Weston, WestonConfig};
 use guestfb::export::{ExportedFramebuffer, Exporter, PinManager, PinPolicy, PinPurpose};
 use guestfb::format::{Modifier, PixelFormat};
-use guestfb::import::dmabuf::ExportImageError;
-use guestfb::import::egl::ImportExportError;
+use guestfb::import::dmabuf::DmaBufImageError;
+use guestfb::import::egl::TextureImportError;
 use guestfb::present::gl::Filter;
 use guestfb::present::wayland::{
     DmaBufPresenter, EglPresenter, GlPresentError, PassthroughError, PresenterEvent, WindowOptions,
@@ -196,7 +196,7 @@ fn egl_presenter_refuses_a_scattered_memfd_export_clearly() {
     });
     let export = guest.export();
     match presenter.present(Some(&export)) {
-        Err(GlPresentError::Import(ImportExportError::Source(ExportImageError::Scattered {
+        Err(GlPresentError::Import(TextureImportError::Source(DmaBufImageError::Scattered {
             pieces,
             ..
         }))) => assert_eq!(pieces, 2),

@@ -22,456 +22,445 @@
 //! cargo run --release --example viewer -- --output kms:/dev/dri/card1 --frames 600
 //! ```
 
-#[cfg(not(feature = "wayland"))]
 fn main() {
-    eprintln!("viewer: built without the `wayland` feature");
-    std::process::exit(2);
-}
-
-#[cfg(feature = "wayland")]
-fn main() {
-    if let Err(error) = viewer::run() {
+    if let Err(error) = run() {
         eprintln!("viewer: {error}");
         std::process::exit(1);
     }
 }
 
-#[cfg(feature = "wayland")]
 mod presenter;
-#[cfg(all(feature = "wayland", feature = "qemu"))]
+#[cfg(feature = "qemu")]
 mod qemu;
 
-#[cfg(feature = "wayland")]
-mod viewer {
-    use std::path::PathBuf;
-    use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-    use clap::Parser;
-    use guestfb::export::{Exporter, PinManager, PinPolicy, PinPurpose};
-    use guestfb::format::PixelFormat;
-    use guestfb::import::CpuMapping;
-    use guestfb::present::wayland::{PresenterEvent, WindowOptions};
-    use guestfb::rect::Rect;
+use clap::Parser;
+use guestfb::export::{Exporter, PinManager, PinPolicy, PinPurpose};
+use guestfb::format::PixelFormat;
+use guestfb::import::CpuMapping;
+use guestfb::present::wayland::{PresenterEvent, WindowOptions};
+use guestfb::rect::Rect;
 
-    use crate::presenter::{open_zero_copy, GlMode, PresentMode, Presenter, ShowError, Stats};
-    use guestfb::source::demo::{Buffering, DemoConfig, DemoGuest, FIRST_BUFFER_ID};
+use crate::presenter::{open_zero_copy, GlMode, PresentMode, Presenter, ShowError, Stats};
+use guestfb::source::demo::{Buffering, DemoConfig, DemoGuest, FIRST_BUFFER_ID};
 
-    /// Where the picture goes.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    enum Output {
-        /// The Wayland compositor of WAYLAND_DISPLAY, else KMS.
-        Auto,
-        /// A Wayland window.
-        Wayland,
-        /// Direct scanout on a KMS plane (the first usable card, or this one).
-        Kms(Option<PathBuf>),
+/// Where the picture goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Output {
+    /// The Wayland compositor of WAYLAND_DISPLAY, else KMS.
+    Auto,
+    /// A Wayland window.
+    Wayland,
+    /// Direct scanout on a KMS plane (the first usable card, or this one).
+    Kms(Option<PathBuf>),
+}
+
+fn parse_output(text: &str) -> Result<Output, String> {
+    match text.split_once(':') {
+        None if text == "auto" => Ok(Output::Auto),
+        None if text == "wayland" => Ok(Output::Wayland),
+        None if text == "kms" => Ok(Output::Kms(None)),
+        Some(("kms", device)) => Ok(Output::Kms(Some(device.into()))),
+        _ => Err(format!("{text:?} is not auto, wayland, kms or kms:DEVICE")),
     }
+}
 
-    fn parse_output(text: &str) -> Result<Output, String> {
-        match text.split_once(':') {
-            None if text == "auto" => Ok(Output::Auto),
-            None if text == "wayland" => Ok(Output::Wayland),
-            None if text == "kms" => Ok(Output::Kms(None)),
-            Some(("kms", device)) => Ok(Output::Kms(Some(device.into()))),
-            _ => Err(format!("{text:?} is not auto, wayland, kms or kms:DEVICE")),
+/// Where the guest's frames come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SourceChoice {
+    /// The built-in demo guest.
+    Demo,
+    /// QEMU's D-Bus display at this bus address (empty: the session bus).
+    Qemu(String),
+}
+
+fn parse_source(text: &str) -> Result<SourceChoice, String> {
+    match text.split_once(':') {
+        None if text == "demo" => Ok(SourceChoice::Demo),
+        None if text == "qemu" => Ok(SourceChoice::Qemu(String::new())),
+        Some(("qemu", address)) => Ok(SourceChoice::Qemu(address.to_owned())),
+        _ => Err(format!("{text:?} is not demo, qemu or qemu:ADDRESS")),
+    }
+}
+
+/// A Wayland viewer for a virtual machine's framebuffer.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Frame source: demo (built-in guest), qemu (QEMU `-display dbus` on the
+    /// session bus) or qemu:ADDRESS (a D-Bus address such as unix:path=/tmp/bus).
+    #[arg(long, default_value = "demo", value_parser = parse_source)]
+    source: SourceChoice,
+    /// QEMU: the console to show, or `all` (one window per graphic console).
+    #[cfg(feature = "qemu")]
+    #[arg(long, default_value = "0", value_parser = crate::qemu::parse_console)]
+    console: crate::qemu::ConsoleChoice,
+    /// QEMU: the pages of the guest's RAM (auto, 4k, hugetlb). With `--output kms`
+    /// on Linux 6.11–6.15 QEMU's udmabufs are scanned out directly only when known
+    /// to be 4 KiB pages (that kernel's udmabuf vmap reads hugetlb pages wrong).
+    #[cfg(feature = "qemu")]
+    #[arg(long, value_enum, default_value = "auto")]
+    qemu_ram: crate::qemu::QemuRam,
+    /// QEMU: do not offer shared memory (Unix.Map); pixels come over the socket.
+    #[arg(long)]
+    qemu_no_map: bool,
+    /// QEMU: keys typed into the guest once the first frame is shown, e.g.
+    /// `esc` or `f12,down,enter` (names or evdev codes).
+    #[cfg(feature = "qemu")]
+    #[arg(long, value_parser = crate::qemu::parse_keys)]
+    send_keys: Option<crate::qemu::KeyList>,
+    /// Rendering path.
+    #[arg(long, value_enum, default_value = "auto")]
+    gl: GlMode,
+    /// Presenter for gl=on/auto (gl=off always uses shm).
+    #[arg(long, value_enum, default_value = "auto")]
+    present: PresentMode,
+    /// Where to show the guest: auto, wayland, kms or kms:DEVICE.
+    #[arg(long, default_value = "auto", value_parser = parse_output)]
+    output: Output,
+    /// Guest framebuffer size, WIDTHxHEIGHT.
+    #[arg(long, default_value = "1024x768", value_parser = parse_size)]
+    size: (u32, u32),
+    /// Guest pixel format (XRGB8888, ARGB8888, XBGR8888, ABGR8888, RGB565, BGR888,
+    /// RGB888, NV12).
+    #[arg(long, default_value = "XRGB8888", value_parser = parse_format)]
+    format: PixelFormat,
+    /// Back guest RAM with 2 MiB hugetlb pages.
+    #[arg(long)]
+    hugetlb: bool,
+    /// Extra bytes at the end of each guest row.
+    #[arg(long, default_value_t = 0)]
+    stride_padding: u32,
+    /// The guest stores its picture bottom row first (GL style, y0_top = false).
+    #[arg(long)]
+    y0_bottom: bool,
+    /// Describe the framebuffer as a scatter list of two guest ranges.
+    #[arg(long)]
+    scattered: bool,
+    /// One guest framebuffer redrawn in place even where the display reads guest
+    /// memory directly (zero copy, KMS): the guest may then overwrite a frame still
+    /// being shown (tearing). For comparison; by default those paths double-buffer.
+    #[arg(long)]
+    single_buffer: bool,
+    /// Stop after presenting this many frames (0: run until the window closes).
+    #[arg(long, default_value_t = 0)]
+    frames: u64,
+    /// Keep the window open after the last frame, until it is closed.
+    #[arg(long)]
+    hold: bool,
+    /// Write the last presented picture to this PNG file.
+    #[arg(long)]
+    screenshot: Option<PathBuf>,
+}
+
+fn parse_size(text: &str) -> Result<(u32, u32), String> {
+    let (width, height) = text
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{text:?} is not WIDTHxHEIGHT"))?;
+    let parse = |value: &str| {
+        value
+            .parse::<u32>()
+            .ok()
+            .filter(|&value| (1..=16384).contains(&value))
+            .ok_or_else(|| format!("{value:?} is not a size between 1 and 16384"))
+    };
+    Ok((parse(width)?, parse(height)?))
+}
+
+fn parse_format(text: &str) -> Result<PixelFormat, String> {
+    PixelFormat::from_name(text).ok_or_else(|| format!("unknown format {text:?}"))
+}
+
+use crate::presenter::Error;
+
+/// Whether the guest may draw its next frame now. A single buffer is redrawn in
+/// place right after the frame callback (no release ever comes for a buffer that
+/// stays attached); two wait for the display to let go of the back buffer.
+fn may_step(presenter: &Presenter, guest: &DemoGuest) -> bool {
+    guest.buffer_count() == 1 || presenter.may_draw_into(guest.back_buffer_id())
+}
+
+fn run() -> Result<(), Error> {
+    let args = Args::parse();
+    if let SourceChoice::Qemu(address) = &args.source {
+        return run_qemu(&args, address);
+    }
+    let (width, height) = args.size;
+    // Two guest buffers where the display may read guest memory directly (zero
+    // copy, KMS); one, drawn in place, where gl=off copies it out anyway.
+    let zero_copy_possible = args.gl != GlMode::Off && args.present != PresentMode::Shm;
+    let kms = matches!(args.output, Output::Kms(_))
+        || (args.output == Output::Auto && std::env::var_os("WAYLAND_DISPLAY").is_none());
+    let buffering = if (zero_copy_possible || kms) && !args.single_buffer {
+        Buffering::Double
+    } else {
+        Buffering::Single
+    };
+    let mut guest = DemoGuest::new(DemoConfig {
+        width,
+        height,
+        format: args.format,
+        stride_padding: args.stride_padding,
+        y0_top: !args.y0_bottom,
+        hugetlb: args.hugetlb.then_some(2 << 20),
+        scattered: args.scattered,
+        buffering,
+    })?;
+    let pins = PinManager::new(PinPolicy::default());
+    println!(
+        "viewer: kernel {}, pin: {:?}",
+        pins.semantics().kernel,
+        pins.semantics().longterm_pin
+    );
+    let output = match args.output.clone() {
+        Output::Auto if std::env::var_os("WAYLAND_DISPLAY").is_none() => {
+            println!("viewer: no WAYLAND_DISPLAY: output kms");
+            Output::Kms(None)
         }
+        Output::Auto => Output::Wayland,
+        other => other,
+    };
+    if let Output::Kms(device) = output {
+        return run_kms(&args, device.as_deref(), guest, pins);
     }
-
-    /// Where the guest's frames come from.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    enum SourceChoice {
-        /// The built-in demo guest.
-        Demo,
-        /// QEMU's D-Bus display at this bus address (empty: the session bus).
-        Qemu(String),
+    let exporter = Exporter::new(guest.memory().clone(), pins);
+    let purpose = if args.gl == GlMode::Off {
+        PinPurpose::CpuRead
+    } else {
+        PinPurpose::Scanout
+    };
+    // Each guest buffer is exported once (buffer ids 1 and 2); presenters cache
+    // their import by buffer id, so a flip costs no new import.
+    let mut exports = Vec::new();
+    let mut mappings = Vec::new();
+    for index in 0..guest.buffer_count() as usize {
+        let export = exporter.export(
+            FIRST_BUFFER_ID + index as u64,
+            &guest.buffer_desc(index),
+            purpose,
+        )?;
+        mappings.push(CpuMapping::new(export.clone()));
+        exports.push(export);
     }
+    let export = &exports[0];
+    println!(
+        "viewer: {}x{} {} guest, {} buffer(s), CPU read path {:?}",
+        width,
+        height,
+        args.format,
+        guest.buffer_count(),
+        mappings[0].path()?
+    );
 
-    fn parse_source(text: &str) -> Result<SourceChoice, String> {
-        match text.split_once(':') {
-            None if text == "demo" => Ok(SourceChoice::Demo),
-            None if text == "qemu" => Ok(SourceChoice::Qemu(String::new())),
-            Some(("qemu", address)) => Ok(SourceChoice::Qemu(address.to_owned())),
-            _ => Err(format!("{text:?} is not demo, qemu or qemu:ADDRESS")),
-        }
-    }
-
-    /// A Wayland viewer for a virtual machine's framebuffer.
-    #[derive(Debug, Parser)]
-    #[command(version, about)]
-    struct Args {
-        /// Frame source: demo (built-in guest), qemu (QEMU `-display dbus` on the
-        /// session bus) or qemu:ADDRESS (a D-Bus address such as unix:path=/tmp/bus).
-        #[arg(long, default_value = "demo", value_parser = parse_source)]
-        source: SourceChoice,
-        /// QEMU: the console to show, or `all` (one window per graphic console).
-        #[cfg(feature = "qemu")]
-        #[arg(long, default_value = "0", value_parser = crate::qemu::parse_console)]
-        console: crate::qemu::ConsoleChoice,
-        /// QEMU: the pages of the guest's RAM (auto, 4k, hugetlb). With `--output kms`
-        /// on Linux 6.11–6.15 QEMU's udmabufs are scanned out directly only when known
-        /// to be 4 KiB pages (that kernel's udmabuf vmap reads hugetlb pages wrong).
-        #[cfg(feature = "qemu")]
-        #[arg(long, value_enum, default_value = "auto")]
-        qemu_ram: crate::qemu::QemuRam,
-        /// QEMU: do not offer shared memory (Unix.Map); pixels come over the socket.
-        #[arg(long)]
-        qemu_no_map: bool,
-        /// QEMU: keys typed into the guest once the first frame is shown, e.g.
-        /// `esc` or `f12,down,enter` (names or evdev codes).
-        #[cfg(feature = "qemu")]
-        #[arg(long, value_parser = crate::qemu::parse_keys)]
-        send_keys: Option<crate::qemu::KeyList>,
-        /// Rendering path.
-        #[arg(long, value_enum, default_value = "auto")]
-        gl: GlMode,
-        /// Presenter for gl=on/auto (gl=off always uses shm).
-        #[arg(long, value_enum, default_value = "auto")]
-        present: PresentMode,
-        /// Where to show the guest: auto, wayland, kms or kms:DEVICE.
-        #[arg(long, default_value = "auto", value_parser = parse_output)]
-        output: Output,
-        /// Guest framebuffer size, WIDTHxHEIGHT.
-        #[arg(long, default_value = "1024x768", value_parser = parse_size)]
-        size: (u32, u32),
-        /// Guest pixel format (XRGB8888, ARGB8888, XBGR8888, ABGR8888, RGB565, BGR888,
-        /// RGB888, NV12).
-        #[arg(long, default_value = "XRGB8888", value_parser = parse_format)]
-        format: PixelFormat,
-        /// Back guest RAM with 2 MiB hugetlb pages.
-        #[arg(long)]
-        hugetlb: bool,
-        /// Extra bytes at the end of each guest row.
-        #[arg(long, default_value_t = 0)]
-        stride_padding: u32,
-        /// The guest stores its picture bottom row first (GL style, y0_top = false).
-        #[arg(long)]
-        y0_bottom: bool,
-        /// Describe the framebuffer as a scatter list of two guest ranges.
-        #[arg(long)]
-        scattered: bool,
-        /// One guest framebuffer redrawn in place even where the display reads guest
-        /// memory directly (zero copy, KMS): the guest may then overwrite a frame still
-        /// being shown (tearing). For comparison; by default those paths double-buffer.
-        #[arg(long)]
-        single_buffer: bool,
-        /// Stop after presenting this many frames (0: run until the window closes).
-        #[arg(long, default_value_t = 0)]
-        frames: u64,
-        /// Keep the window open after the last frame, until it is closed.
-        #[arg(long)]
-        hold: bool,
-        /// Write the last presented picture to this PNG file.
-        #[arg(long)]
-        screenshot: Option<PathBuf>,
-    }
-
-    fn parse_size(text: &str) -> Result<(u32, u32), String> {
-        let (width, height) = text
-            .split_once(['x', 'X'])
-            .ok_or_else(|| format!("{text:?} is not WIDTHxHEIGHT"))?;
-        let parse = |value: &str| {
-            value
-                .parse::<u32>()
-                .ok()
-                .filter(|&value| (1..=16384).contains(&value))
-                .ok_or_else(|| format!("{value:?} is not a size between 1 and 16384"))
-        };
-        Ok((parse(width)?, parse(height)?))
-    }
-
-    fn parse_format(text: &str) -> Result<PixelFormat, String> {
-        PixelFormat::from_name(text).ok_or_else(|| format!("unknown format {text:?}"))
-    }
-
-    use crate::presenter::Error;
-
-    /// Whether the guest may draw its next frame now. A single buffer is redrawn in
-    /// place right after the frame callback (no release ever comes for a buffer that
-    /// stays attached); two wait for the display to let go of the back buffer.
-    fn may_step(presenter: &Presenter, guest: &DemoGuest) -> bool {
-        guest.buffer_count() == 1 || presenter.may_draw_into(guest.back_buffer_id())
-    }
-
-    pub fn run() -> Result<(), Error> {
-        let args = Args::parse();
-        if let SourceChoice::Qemu(address) = &args.source {
-            return run_qemu(&args, address);
-        }
-        let (width, height) = args.size;
-        // Two guest buffers where the display may read guest memory directly (zero
-        // copy, KMS); one, drawn in place, where gl=off copies it out anyway.
-        let zero_copy_possible = args.gl != GlMode::Off && args.present != PresentMode::Shm;
-        let kms = matches!(args.output, Output::Kms(_))
-            || (args.output == Output::Auto && std::env::var_os("WAYLAND_DISPLAY").is_none());
-        let buffering = if (zero_copy_possible || kms) && !args.single_buffer {
-            Buffering::Double
-        } else {
-            Buffering::Single
-        };
-        let mut guest = DemoGuest::new(DemoConfig {
-            width,
-            height,
-            format: args.format,
-            stride_padding: args.stride_padding,
-            y0_top: !args.y0_bottom,
-            hugetlb: args.hugetlb.then_some(2 << 20),
-            scattered: args.scattered,
-            buffering,
-        })?;
-        let pins = PinManager::new(PinPolicy::default());
-        println!(
-            "viewer: kernel {}, pin: {:?}",
-            pins.semantics().kernel,
-            pins.semantics().longterm_pin
-        );
-        let output = match args.output.clone() {
-            Output::Auto if std::env::var_os("WAYLAND_DISPLAY").is_none() => {
-                println!("viewer: no WAYLAND_DISPLAY: output kms");
-                Output::Kms(None)
+    let title = format!("guestfb demo guest {width}x{height} {}", args.format);
+    let mut window = WindowOptions::new(width, height);
+    window.title = title.clone();
+    let mut presenter = match (args.gl, args.present) {
+        (GlMode::Off, _) | (_, PresentMode::Shm) => Presenter::open_shm(width, height, &title)?,
+        (GlMode::On, mode) => open_zero_copy(mode, export, &window)?,
+        (GlMode::Auto, mode) => match open_zero_copy(mode, export, &window) {
+            Ok(presenter) => presenter,
+            Err(why) => {
+                println!("viewer: gl=on not possible ({why}); falling back to gl=off");
+                Presenter::open_shm(width, height, &title)?
             }
-            Output::Auto => Output::Wayland,
-            other => other,
-        };
-        if let Output::Kms(device) = output {
-            return run_kms(&args, device.as_deref(), guest, pins);
-        }
-        let exporter = Exporter::new(guest.memory().clone(), pins);
-        let purpose = if args.gl == GlMode::Off {
-            PinPurpose::CpuRead
-        } else {
-            PinPurpose::Scanout
-        };
-        // Each guest buffer is exported once (buffer ids 1 and 2); presenters cache
-        // their import by buffer id, so a flip costs no new import.
-        let mut exports = Vec::new();
-        let mut mappings = Vec::new();
-        for index in 0..guest.buffer_count() as usize {
-            let export = exporter.export(
-                FIRST_BUFFER_ID + index as u64,
-                &guest.buffer_desc(index),
-                purpose,
-            )?;
-            mappings.push(CpuMapping::new(export.clone()));
-            exports.push(export);
-        }
-        let export = &exports[0];
-        println!(
-            "viewer: {}x{} {} guest, {} buffer(s), CPU read path {:?}",
-            width,
-            height,
-            args.format,
-            guest.buffer_count(),
-            mappings[0].path()?
-        );
+        },
+    };
+    println!("viewer: presenting with {}", presenter.name());
 
-        let title = format!("guestfb demo guest {width}x{height} {}", args.format);
-        let mut window = WindowOptions::new(width, height);
-        window.title = title.clone();
-        let mut presenter = match (args.gl, args.present) {
-            (GlMode::Off, _) | (_, PresentMode::Shm) => Presenter::open_shm(width, height, &title)?,
-            (GlMode::On, mode) => open_zero_copy(mode, export, &window)?,
-            (GlMode::Auto, mode) => match open_zero_copy(mode, export, &window) {
-                Ok(presenter) => presenter,
-                Err(why) => {
-                    println!("viewer: gl=on not possible ({why}); falling back to gl=off");
-                    Presenter::open_shm(width, height, &title)?
-                }
-            },
-        };
-        println!("viewer: presenting with {}", presenter.name());
-
-        let mut pending = vec![Rect::full(width, height)];
-        // The guest is to draw its next frame as soon as the display lets go of the
-        // buffer it draws into.
-        let mut step_wanted = false;
-        let mut stats = Stats::default();
-        let started = Instant::now();
-        loop {
-            let events = presenter.dispatch(Duration::from_millis(100))?;
-            if events.contains(&PresenterEvent::Close) || presenter.is_closed() {
-                println!("viewer: window closed");
+    let mut pending = vec![Rect::full(width, height)];
+    // The guest is to draw its next frame as soon as the display lets go of the
+    // buffer it draws into.
+    let mut step_wanted = false;
+    let mut stats = Stats::default();
+    let started = Instant::now();
+    loop {
+        let events = presenter.dispatch(Duration::from_millis(100))?;
+        if events.contains(&PresenterEvent::Close) || presenter.is_closed() {
+            println!("viewer: window closed");
+            break;
+        }
+        if step_wanted && may_step(&presenter, &guest) {
+            pending = guest.step();
+            step_wanted = false;
+        }
+        let front = guest.front_index();
+        let (export, mapping) = (&exports[front], &mappings[front]);
+        let done = args.frames != 0 && stats.frames >= args.frames;
+        let redraw = presenter.needs_redraw() && presenter.is_ready();
+        if !redraw && (done || pending.is_empty() || !presenter.is_ready()) {
+            if done && !args.hold {
                 break;
             }
-            if step_wanted && may_step(&presenter, &guest) {
-                pending = guest.step();
+            continue;
+        }
+        if redraw && (done || pending.is_empty()) {
+            // A resize: draw the current picture again; no new guest frame.
+            if let Err(ShowError::Other(e)) = presenter.show(export, mapping, &[], &mut stats) {
+                return Err(e);
+            }
+            continue;
+        }
+        match presenter.show(export, mapping, &pending, &mut stats) {
+            Ok(false) => continue,
+            Ok(true) => {
+                stats.frames += 1;
+                if args.frames != 0 && stats.frames == args.frames {
+                    println!("viewer: presented {} frames", stats.frames);
+                    if let Some(path) = &args.screenshot {
+                        crate::presenter::save_screenshot(mapping, width, height, path)?;
+                        println!("viewer: screenshot written to {}", path.display());
+                    }
+                }
+                pending.clear();
+                // The guest draws its next frame only once this one is shown and
+                // the buffer it draws into is free (the back-pressure QEMU's
+                // gl_block gives a real guest): now if the display allows, else
+                // when a release arrives. After the last frame it stops: with one
+                // buffer a zero-copy display shows guest memory live, so a further
+                // step would appear on the next repaint.
+                if args.frames == 0 || stats.frames < args.frames {
+                    step_wanted = true;
+                    if may_step(&presenter, &guest) {
+                        pending = guest.step();
+                        step_wanted = false;
+                    }
+                }
+            }
+            Err(ShowError::Import(why)) if args.gl == GlMode::Auto => {
+                // gl=auto keeps running on the CPU path; the whole frame is new there.
+                println!(
+                    "viewer: {} failed ({why}); falling back to gl=off",
+                    presenter.name()
+                );
+                presenter = Presenter::open_shm(width, height, &title)?;
+                println!("viewer: presenting with {}", presenter.name());
+                pending = vec![Rect::full(width, height)];
                 step_wanted = false;
             }
-            let front = guest.front_index();
-            let (export, mapping) = (&exports[front], &mappings[front]);
-            let done = args.frames != 0 && stats.frames >= args.frames;
-            let redraw = presenter.needs_redraw() && presenter.is_ready();
-            if !redraw && (done || pending.is_empty() || !presenter.is_ready()) {
-                if done && !args.hold {
-                    break;
-                }
-                continue;
+            Err(ShowError::Import(why)) => {
+                return Err(format!("{}: {why}", presenter.name()).into())
             }
-            if redraw && (done || pending.is_empty()) {
-                // A resize: draw the current picture again; no new guest frame.
-                if let Err(ShowError::Other(e)) = presenter.show(export, mapping, &[], &mut stats) {
-                    return Err(e);
-                }
-                continue;
+            // A bad frame is logged; the last good picture stays up.
+            Err(ShowError::Other(error)) if !presenter.is_zero_copy() => {
+                eprintln!("viewer: frame {} not shown: {error}", guest.frame());
+                pending = guest.step();
             }
-            match presenter.show(export, mapping, &pending, &mut stats) {
-                Ok(false) => continue,
-                Ok(true) => {
-                    stats.frames += 1;
-                    if args.frames != 0 && stats.frames == args.frames {
-                        println!("viewer: presented {} frames", stats.frames);
-                        if let Some(path) = &args.screenshot {
-                            crate::presenter::save_screenshot(mapping, width, height, path)?;
-                            println!("viewer: screenshot written to {}", path.display());
-                        }
-                    }
-                    pending.clear();
-                    // The guest draws its next frame only once this one is shown and
-                    // the buffer it draws into is free (the back-pressure QEMU's
-                    // gl_block gives a real guest): now if the display allows, else
-                    // when a release arrives. After the last frame it stops: with one
-                    // buffer a zero-copy display shows guest memory live, so a further
-                    // step would appear on the next repaint.
-                    if args.frames == 0 || stats.frames < args.frames {
-                        step_wanted = true;
-                        if may_step(&presenter, &guest) {
-                            pending = guest.step();
-                            step_wanted = false;
-                        }
-                    }
-                }
-                Err(ShowError::Import(why)) if args.gl == GlMode::Auto => {
-                    // gl=auto keeps running on the CPU path; the whole frame is new there.
-                    println!(
-                        "viewer: {} failed ({why}); falling back to gl=off",
-                        presenter.name()
-                    );
-                    presenter = Presenter::open_shm(width, height, &title)?;
-                    println!("viewer: presenting with {}", presenter.name());
-                    pending = vec![Rect::full(width, height)];
-                    step_wanted = false;
-                }
-                Err(ShowError::Import(why)) => {
-                    return Err(format!("{}: {why}", presenter.name()).into())
-                }
-                // A bad frame is logged; the last good picture stays up.
-                Err(ShowError::Other(error)) if !presenter.is_zero_copy() => {
-                    eprintln!("viewer: frame {} not shown: {error}", guest.frame());
-                    pending = guest.step();
-                }
-                Err(ShowError::Other(error)) => return Err(error),
-            }
+            Err(ShowError::Other(error)) => return Err(error),
         }
-        if let (0, Some(path)) = (args.frames, &args.screenshot) {
-            crate::presenter::save_screenshot(&mappings[guest.front_index()], width, height, path)?;
-            println!("viewer: screenshot written to {}", path.display());
+    }
+    if let (0, Some(path)) = (args.frames, &args.screenshot) {
+        crate::presenter::save_screenshot(&mappings[guest.front_index()], width, height, path)?;
+        println!("viewer: screenshot written to {}", path.display());
+    }
+    stats.print(started.elapsed());
+    Ok(())
+}
+
+/// `--source qemu`: QEMU's console(s) in Wayland windows, or one on a KMS plane.
+#[cfg(feature = "qemu")]
+fn run_qemu(args: &Args, address: &str) -> Result<(), Error> {
+    let output = match &args.output {
+        Output::Auto if std::env::var_os("WAYLAND_DISPLAY").is_none() => {
+            println!("viewer: no WAYLAND_DISPLAY: output kms");
+            crate::qemu::QemuOutput::Kms(None)
         }
-        stats.print(started.elapsed());
-        Ok(())
+        Output::Auto | Output::Wayland => crate::qemu::QemuOutput::Wayland,
+        Output::Kms(device) => crate::qemu::QemuOutput::Kms(device.clone()),
+    };
+    crate::qemu::run(crate::qemu::QemuArgs {
+        output,
+        ram: args.qemu_ram,
+        gl: args.gl,
+        present: args.present,
+        frames: args.frames,
+        screenshot: args.screenshot.clone(),
+        address: address.to_owned(),
+        console: args.console,
+        map: !args.qemu_no_map,
+        send_keys: args
+            .send_keys
+            .clone()
+            .map(|keys| keys.0)
+            .unwrap_or_default(),
+    })
+}
+
+#[cfg(not(feature = "qemu"))]
+fn run_qemu(_: &Args, _: &str) -> Result<(), Error> {
+    Err("this viewer was built without the `qemu` feature".into())
+}
+
+/// Shows the guest on a KMS plane: each guest buffer is exported for scanout
+/// (long-term pinned) and the plane flips between the two; the presenter copies only
+/// when the plane cannot take the guest's format or a kernel quirk requires it.
+///
+/// `present` returns after the page-flip event, when the plane no longer scans out
+/// the other buffer: the guest then draws the next frame into that one.
+#[cfg(feature = "kms")]
+fn run_kms(
+    args: &Args,
+    device: Option<&std::path::Path>,
+    mut guest: DemoGuest,
+    pins: PinManager,
+) -> Result<(), Error> {
+    use guestfb::present::kms::{Card, KmsPresenter};
+
+    let card = match device {
+        Some(path) => Card::open(path)?,
+        None => Card::open_first()?,
+    };
+    let mut presenter = KmsPresenter::new(card, None, &pins)?;
+    let (mode_width, mode_height) = presenter.mode_size();
+    println!(
+        "viewer: KMS {} on {} ({mode_width}x{mode_height})",
+        presenter.connector_name(),
+        presenter.card().path().display()
+    );
+    let exporter = Exporter::new(guest.memory().clone(), pins);
+    let mut exports = Vec::new();
+    for index in 0..guest.buffer_count() as usize {
+        exports.push(exporter.export(
+            FIRST_BUFFER_ID + index as u64,
+            &guest.buffer_desc(index),
+            PinPurpose::Scanout,
+        )?);
     }
-
-    /// `--source qemu`: QEMU's console(s) in Wayland windows, or one on a KMS plane.
-    #[cfg(feature = "qemu")]
-    fn run_qemu(args: &Args, address: &str) -> Result<(), Error> {
-        let output = match &args.output {
-            Output::Auto if std::env::var_os("WAYLAND_DISPLAY").is_none() => {
-                println!("viewer: no WAYLAND_DISPLAY: output kms");
-                crate::qemu::QemuOutput::Kms(None)
-            }
-            Output::Auto | Output::Wayland => crate::qemu::QemuOutput::Wayland,
-            Output::Kms(device) => crate::qemu::QemuOutput::Kms(device.clone()),
-        };
-        crate::qemu::run(crate::qemu::QemuArgs {
-            output,
-            ram: args.qemu_ram,
-            gl: args.gl,
-            present: args.present,
-            frames: args.frames,
-            screenshot: args.screenshot.clone(),
-            address: address.to_owned(),
-            console: args.console,
-            map: !args.qemu_no_map,
-            send_keys: args
-                .send_keys
-                .clone()
-                .map(|keys| keys.0)
-                .unwrap_or_default(),
-        })
-    }
-
-    #[cfg(not(feature = "qemu"))]
-    fn run_qemu(_: &Args, _: &str) -> Result<(), Error> {
-        Err("this viewer was built without the `qemu` feature".into())
-    }
-
-    /// Shows the guest on a KMS plane: each guest buffer is exported for scanout
-    /// (long-term pinned) and the plane flips between the two; the presenter copies only
-    /// when the plane cannot take the guest's format or a kernel quirk requires it.
-    ///
-    /// `present` returns after the page-flip event, when the plane no longer scans out
-    /// the other buffer: the guest then draws the next frame into that one.
-    #[cfg(feature = "kms")]
-    fn run_kms(
-        args: &Args,
-        device: Option<&std::path::Path>,
-        mut guest: DemoGuest,
-        pins: PinManager,
-    ) -> Result<(), Error> {
-        use guestfb::present::kms::{Card, KmsPresenter};
-
-        let card = match device {
-            Some(path) => Card::open(path)?,
-            None => Card::open_first()?,
-        };
-        let mut presenter = KmsPresenter::new(card, None, &pins)?;
-        let (mode_width, mode_height) = presenter.mode_size();
-        println!(
-            "viewer: KMS {} on {} ({mode_width}x{mode_height})",
-            presenter.connector_name(),
-            presenter.card().path().display()
-        );
-        let exporter = Exporter::new(guest.memory().clone(), pins);
-        let mut exports = Vec::new();
-        for index in 0..guest.buffer_count() as usize {
-            exports.push(exporter.export(
-                FIRST_BUFFER_ID + index as u64,
-                &guest.buffer_desc(index),
-                PinPurpose::Scanout,
-            )?);
+    let started = Instant::now();
+    let mut frames = 0;
+    while args.frames == 0 || frames < args.frames {
+        let export = &exports[guest.front_index()];
+        match presenter.present(export) {
+            Ok(status) if frames == 0 => println!("viewer: first frame: {status:?}"),
+            Ok(_) => {}
+            // A bad frame is logged; the last good picture stays up.
+            Err(error) => eprintln!("viewer: frame {} not shown: {error}", guest.frame()),
         }
-        let started = Instant::now();
-        let mut frames = 0;
-        while args.frames == 0 || frames < args.frames {
-            let export = &exports[guest.front_index()];
-            match presenter.present(export) {
-                Ok(status) if frames == 0 => println!("viewer: first frame: {status:?}"),
-                Ok(_) => {}
-                // A bad frame is logged; the last good picture stays up.
-                Err(error) => eprintln!("viewer: frame {} not shown: {error}", guest.frame()),
-            }
-            frames += 1;
-            // The flip to `export` completed: the other buffer is off the plane and the
-            // guest may draw into it. (With one buffer this redraws the one on screen.)
-            if args.frames == 0 || frames < args.frames {
-                guest.step();
-            }
+        frames += 1;
+        // The flip to `export` completed: the other buffer is off the plane and the
+        // guest may draw into it. (With one buffer this redraws the one on screen.)
+        if args.frames == 0 || frames < args.frames {
+            guest.step();
         }
-        println!("viewer: presented {frames} frames");
-        let seconds = started.elapsed().as_secs_f64();
-        println!(
-            "viewer: {frames} frames in {seconds:.2} s ({:.1} fps)",
-            frames as f64 / seconds.max(1e-9)
-        );
-        presenter.shutdown()?;
-        Ok(())
     }
+    println!("viewer: presented {frames} frames");
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "viewer: {frames} frames in {seconds:.2} s ({:.1} fps)",
+        frames as f64 / seconds.max(1e-9)
+    );
+    presenter.shutdown()?;
+    Ok(())
+}
 
-    #[cfg(not(feature = "kms"))]
-    fn run_kms(
-        _: &Args,
-        _: Option<&std::path::Path>,
-        _: DemoGuest,
-        _: PinManager,
-    ) -> Result<(), Error> {
-        Err("this viewer was built without the `kms` feature".into())
-    }
+#[cfg(not(feature = "kms"))]
+fn run_kms(
+    _: &Args,
+    _: Option<&std::path::Path>,
+    _: DemoGuest,
+    _: PinManager,
+) -> Result<(), Error> {
+    Err("this viewer was built without the `kms` feature".into())
 }

@@ -16,12 +16,37 @@ use super::memory::GuestMemory;
 use super::pin::{PinLease, PinManager, PinPurpose};
 use super::ExportError;
 
-pub use super::pin::Revocation;
-
 /// The guest's name for a buffer (a resource id, a scanout index…).
 pub type BufferId = u64;
 
 /// Turns guest framebuffer descriptions into exports.
+///
+/// ```
+/// use std::sync::Arc;
+/// use guestfb::export::{Exporter, FramebufferDesc, GuestMemory, PinManager, PinPolicy, PinPurpose};
+/// use guestfb::format::PixelFormat;
+/// use guestfb::sys::memfd::{Memfd, Seals};
+///
+/// // 1 MiB of guest RAM at guest address 0, as a VMM backs it: a memfd sealed
+/// // against shrinking.
+/// let ram = Memfd::create("guest-ram")?;
+/// ram.set_size(1 << 20)?;
+/// ram.add_seals(Seals::SHRINK)?;
+/// let mut memory = GuestMemory::new();
+/// memory.add_region(0, 1 << 20, Arc::new(ram), 0)?;
+/// let exporter = Exporter::new(Arc::new(memory), PinManager::new(PinPolicy::default()));
+///
+/// // The guest says: a 64×48 XRGB8888 framebuffer at guest address 0x1000.
+/// let desc = FramebufferDesc::packed(PixelFormat::Xrgb8888, 64, 48, 256, 0x1000);
+/// let export = exporter.export(1, &desc, PinPurpose::CpuRead)?;
+/// assert_eq!((export.layout().width(), export.layout().height()), (64, 48));
+///
+/// // A description reaching past guest RAM is refused before any kernel call.
+/// let past = FramebufferDesc::packed(PixelFormat::Xrgb8888, 64, 48, 256, 0xff000);
+/// let error = exporter.export(2, &past, PinPurpose::CpuRead).unwrap_err();
+/// assert_eq!(error.to_string(), "guest range 0xff000+0x3000 is outside guest memory");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Exporter {
     memory: Arc<GuestMemory>,
@@ -167,14 +192,6 @@ impl ExportedFramebuffer {
     /// The validated layout (planes relative to the exported buffer).
     pub fn layout(&self) -> &ValidatedFramebuffer {
         &self.inner.layout
-    }
-
-    /// The pin behind the export; `None` for a peer's dma-buf.
-    pub fn lease(&self) -> Option<&PinLease> {
-        match &self.inner.backing {
-            Backing::Pinned(lease) => Some(lease),
-            Backing::Peer { .. } => None,
-        }
     }
 
     /// Whether the pages are pinned long-term, as scanout needs (for a peer's dma-buf:

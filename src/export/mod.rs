@@ -6,16 +6,21 @@
 //!   --Exporter::export--> PinManager (populate, budget, udmabuf) --> ExportedFramebuffer
 //! ```
 
-pub mod desc;
-pub mod memory;
-pub mod pin;
-
+mod desc;
 mod exporter;
+mod memory;
+pub(crate) mod pin;
 
-pub use desc::{FramebufferDesc, GuestRange, PlaneDesc, PlaneLayout, ValidatedFramebuffer};
-pub use exporter::{BufferId, ExportedFramebuffer, Exporter, PeerPages, Revocation};
+pub use desc::{
+    FramebufferDesc, GuestRange, PlaneDesc, PlaneLayout, ValidatedFramebuffer, MAX_DIMENSION,
+    MAX_RANGES,
+};
+pub use exporter::{BufferId, ExportedFramebuffer, Exporter, PeerPages};
 pub use memory::{GuestMemory, GuestRegion, MemfdId, MemfdPiece};
-pub use pin::{DiscardMode, LongtermPin, PinManager, PinPolicy, PinPurpose, PinSemantics};
+pub use pin::{
+    DiscardMode, DiscardReport, LongtermPin, PinManager, PinPolicy, PinPurpose, PinSemantics,
+    Quirk, Revocation,
+};
 
 use crate::format::PixelFormat;
 use crate::rect::Rect;

@@ -5,7 +5,7 @@ use crate::rect::Rect;
 use crate::sys::volatile::VolatileSlice;
 
 use super::convert::{self, BlitStats, Dest, Source, SourcePlane};
-use super::ImportError;
+use super::CpuBlitError;
 
 /// How a [`CpuMapping`] reaches the pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -23,6 +23,39 @@ pub enum CpuPath {
 /// The mapping belongs to the export's pin: when a discard revokes the export, the
 /// mapping goes with it, and [`CpuMapping::read`] returns [`ExportError::Revoked`]
 /// instead of stale or freed memory.
+///
+/// ```
+/// use std::os::fd::AsFd;
+/// use std::os::unix::fs::FileExt;
+/// use std::sync::Arc;
+/// use guestfb::export::{Exporter, FramebufferDesc, GuestMemory, PinManager, PinPolicy, PinPurpose};
+/// use guestfb::format::PixelFormat;
+/// use guestfb::import::convert::{Dest, DestFormat};
+/// use guestfb::import::CpuMapping;
+/// use guestfb::rect::Rect;
+/// use guestfb::sys::memfd::{Memfd, Seals};
+///
+/// let ram = Arc::new(Memfd::create("guest-ram")?);
+/// ram.set_size(1 << 16)?;
+/// ram.add_seals(Seals::SHRINK)?;
+/// // The guest draws an XBGR8888 pixel (R=0x11, G=0x22, B=0x33) at (1, 0).
+/// let file = std::fs::File::from(ram.as_fd().try_clone_to_owned()?);
+/// file.write_all_at(&[0x11, 0x22, 0x33, 0xff], 4)?;
+///
+/// let mut memory = GuestMemory::new();
+/// memory.add_region(0, 1 << 16, ram.clone(), 0)?;
+/// let exporter = Exporter::new(Arc::new(memory), PinManager::new(PinPolicy::default()));
+/// let desc = FramebufferDesc::packed(PixelFormat::Xbgr8888, 16, 16, 64, 0);
+/// let mapping = CpuMapping::new(exporter.export(1, &desc, PinPurpose::CpuRead)?);
+///
+/// // gl=off: blit the damage into the window's XRGB8888 buffer, converting.
+/// let mut window = vec![0u8; 16 * 16 * 4];
+/// let dest = &mut Dest { data: &mut window, stride: 64, format: DestFormat::Xrgb8888 };
+/// let stats = mapping.blit(dest, &[Rect::new(0, 0, 2, 1)])?;
+/// assert_eq!(stats.pixels, 2);
+/// assert_eq!(&window[4..8], &[0x33, 0x22, 0x11, 0xff]); // B, G, R, X in memory
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct CpuMapping {
     export: ExportedFramebuffer,
@@ -62,7 +95,7 @@ impl CpuMapping {
 
     /// Blits `damage` (picture coordinates of the visible rect, top row first) of the
     /// export into `dst`, which has the visible rect's size: the gl=off frame copy.
-    pub fn blit(&self, dst: &mut Dest<'_>, damage: &[Rect]) -> Result<BlitStats, ImportError> {
+    pub fn blit(&self, dst: &mut Dest<'_>, damage: &[Rect]) -> Result<BlitStats, CpuBlitError> {
         self.read(|bytes, layout| {
             let planes = visible_planes(bytes, layout);
             let visible = layout.visible();
@@ -75,7 +108,7 @@ impl CpuMapping {
             };
             convert::blit(&source, dst, damage)
         })?
-        .map_err(ImportError::from)
+        .map_err(CpuBlitError::from)
     }
 }
 

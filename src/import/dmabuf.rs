@@ -5,7 +5,7 @@
 //! development machines) the guest memfd itself, which Mesa (25, llvmpipe, and weston's
 //! GL renderer on it) accepts as a linear "dma-buf". The fallback only works for an
 //! export that is one contiguous piece of one memfd: a scattered export has no single fd
-//! to hand over, and is refused with [`ExportImageError::Scattered`].
+//! to hand over, and is refused with [`DmaBufImageError::Scattered`].
 
 use std::os::fd::{AsFd, BorrowedFd};
 
@@ -148,7 +148,7 @@ pub enum ImageSource {
 
 /// Why an export cannot be lent as dma-buf planes.
 #[derive(Debug, thiserror::Error)]
-pub enum ExportImageError {
+pub enum DmaBufImageError {
     /// The export is revoked (or another export-layer error).
     #[error(transparent)]
     Export(#[from] ExportError),
@@ -181,7 +181,7 @@ pub enum ExportImageError {
 pub fn with_export_image<R>(
     export: &ExportedFramebuffer,
     f: impl FnOnce(&DmaBufImage<BorrowedFd<'_>>, ImageSource) -> R,
-) -> Result<R, ExportImageError> {
+) -> Result<R, DmaBufImageError> {
     let layout = export.layout();
     let buffer_id = export.buffer_id();
     export.with_dmabuf(|dmabuf| {
@@ -190,7 +190,7 @@ pub fn with_export_image<R>(
             None => match layout.pieces() {
                 [piece] => (piece.memfd.as_fd(), piece.offset, ImageSource::Memfd),
                 pieces => {
-                    return Err(ExportImageError::Scattered {
+                    return Err(DmaBufImageError::Scattered {
                         buffer_id,
                         pieces: pieces.len(),
                     })
@@ -202,7 +202,7 @@ pub fn with_export_image<R>(
             let offset = base + p.offset;
             planes.push(DmaBufPlane {
                 fd,
-                offset: u32::try_from(offset).map_err(|_| ExportImageError::OffsetTooLarge {
+                offset: u32::try_from(offset).map_err(|_| DmaBufImageError::OffsetTooLarge {
                     buffer_id,
                     plane,
                     offset,

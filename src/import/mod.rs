@@ -2,7 +2,7 @@
 //! (gl=off), EGL images (gl=on).
 
 pub mod convert;
-pub mod cpu;
+mod cpu;
 pub mod dmabuf;
 #[cfg(feature = "egl")]
 pub mod egl;
@@ -11,9 +11,10 @@ pub use cpu::{CpuMapping, CpuPath};
 
 use crate::export::ExportError;
 
-/// Errors of the import layer.
+/// Why [`CpuMapping::blit`] could not copy the picture: the export is gone, or the
+/// conversion refused the arguments.
 #[derive(Debug, thiserror::Error)]
-pub enum ImportError {
+pub enum CpuBlitError {
     /// The export could not be read (revoked, or the mapping failed).
     #[error(transparent)]
     Export(#[from] ExportError),

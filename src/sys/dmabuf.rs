@@ -82,9 +82,9 @@ impl DmaBuf {
         })
     }
 
-    /// Issues `DMA_BUF_IOCTL_SYNC` with raw flags. Prefer [`DmaBuf::sync`]; this exists
-    /// to show the kernel's answer to flags the typed API cannot express.
-    pub fn sync_raw(&self, flags: u64) -> Result<()> {
+    /// Issues `DMA_BUF_IOCTL_SYNC` with raw flags (the typed [`DmaBuf::sync`] and the
+    /// guard's drop use it; tests send flags the typed API cannot express).
+    pub(crate) fn sync_raw(&self, flags: u64) -> Result<()> {
         let arg: u64 = flags;
         // SAFETY: DMA_BUF_IOCTL_SYNC reads one `struct dma_buf_sync { __u64 flags; }`,
         // which `arg` is, for the duration of the call.

@@ -1,5 +1,7 @@
 //! Thin safe wrappers over the kernel interfaces guestfb uses: memfd, hugetlb pools,
 //! `/dev/udmabuf` and dma-buf. Nothing above this module issues these syscalls itself.
+//! [`volatile`] is the one view type of memory others write (guest RAM, dma-buf
+//! mappings): every layer above reads and writes such memory through it.
 //!
 //! The kernel-interface `unsafe` blocks live here, each in a small wrapper with a
 //! `// SAFETY:` line. The others are FFI and SIMD: EGL and GL calls (`import::egl`,

@@ -21,12 +21,10 @@ use crate::sys::SysError;
 use super::memory::{MemfdId, MemfdPiece};
 use super::ExportError;
 
-mod kernel;
+pub(crate) mod kernel;
 
-pub use kernel::{
-    audit, movable_zone_spans, populate, LongtermPin, PinSemantics, Quirk, ZoneAudit,
-};
-use kernel::{has_cap_ipc_lock, probe_with};
+use kernel::{has_cap_ipc_lock, populate, probe_with};
+pub use kernel::{LongtermPin, PinSemantics, Quirk};
 
 /// What a pin is for. Scanout needs a long-term pin; the policy decides what happens on
 /// kernels without one.
@@ -173,6 +171,39 @@ pub struct DiscardReport {
 }
 
 /// Pins guest memory for display, keeps the budget, and coordinates discards.
+///
+/// A VMM discards guest RAM (balloon, `virtio-mem`, free page reporting) through the
+/// pin manager, so an export of those pages is refused or revoked first:
+/// ```
+/// use std::sync::Arc;
+/// use guestfb::export::{
+///     DiscardMode, Exporter, FramebufferDesc, GuestMemory, PinManager, PinPolicy, PinPurpose,
+/// };
+/// use guestfb::format::PixelFormat;
+/// use guestfb::sys::memfd::{Memfd, Seals};
+///
+/// let pins = PinManager::new(PinPolicy::default());
+/// // What this kernel does for pins (long-term pinning, hugetlb folios, limits).
+/// println!("{:?}", pins.semantics().longterm_pin);
+///
+/// let ram = Arc::new(Memfd::create("guest-ram")?);
+/// ram.set_size(1 << 20)?;
+/// ram.add_seals(Seals::SHRINK)?;
+/// let mut memory = GuestMemory::new();
+/// memory.add_region(0, 1 << 20, ram.clone(), 0)?;
+/// let exporter = Exporter::new(Arc::new(memory), pins);
+/// let desc = FramebufferDesc::packed(PixelFormat::Xrgb8888, 64, 48, 256, 0);
+/// let export = exporter.export(1, &desc, PinPurpose::CpuRead)?;
+/// assert_eq!(exporter.pins().pin_count(), 1);
+///
+/// // The guest balloons out the framebuffer's pages: refused while shown...
+/// assert!(exporter.pins().discard(&ram, 0, 1 << 20, DiscardMode::Refuse).is_err());
+/// // ...or the export is revoked first, then the range discarded.
+/// let report = exporter.pins().discard(&ram, 0, 1 << 20, DiscardMode::Revoke)?;
+/// assert_eq!(report.revoked.len(), 1);
+/// assert!(export.is_revoked());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct PinManager {
     shared: Arc<Shared>,
     udmabuf: Option<Udmabuf>,
@@ -191,7 +222,7 @@ impl std::fmt::Debug for PinManager {
 }
 
 /// One export's hold on a pin. Dropping the last lease of a pin unpins it.
-pub struct PinLease {
+pub(crate) struct PinLease {
     shared: Arc<Shared>,
     record: u64,
     lease: u64,
@@ -237,7 +268,8 @@ impl PinManager {
     }
 
     /// Replaces the udmabuf limits checked before each create (tests use small ones).
-    pub fn set_udmabuf_limits(&mut self, limits: udmabuf::Limits) {
+    #[cfg(feature = "testing")]
+    pub(crate) fn set_udmabuf_limits(&mut self, limits: udmabuf::Limits) {
         if let Some(device) = &mut self.udmabuf {
             device.set_limits(limits);
         }

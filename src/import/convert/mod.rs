@@ -14,7 +14,7 @@
 //! processed on scoped threads; [`blit`] stays on the calling thread (see
 //! [`BlitOptions`] for the measurements behind that).
 //!
-//! [`blit_reference`] is a plain per-pixel implementation of the same contract; tests
+//! `blit_reference` (in `reference`, built for guestfb's tests) is a plain per-pixel implementation of the same contract; tests
 //! check that [`blit`] matches it bit for bit.
 //!
 //! # Pixel rules
@@ -42,13 +42,13 @@ pub use crate::rect::Rect;
 
 mod kernels;
 mod portable;
-mod reference;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) mod reference;
 mod validate;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
 pub use portable::nv12_to_rgb;
-pub use reference::blit_reference;
 
 use kernels::{Job, Kernel};
 use validate::{clip_damage, validate};

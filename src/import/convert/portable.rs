@@ -119,7 +119,7 @@ fn yuv_terms_to_bgrx(y: u8, (rv, guv, bu): (i32, i32, i32)) -> [u8; 4] {
 }
 
 /// BT.601 limited range Y'CbCr → R'G'B', 8-bit fixed point (the definition both [`blit`](super::blit)
-/// and [`blit_reference`](super::blit_reference) use):
+/// and `blit_reference` use):
 ///
 /// ```text
 /// C = Y - 16, D = Cb - 128, E = Cr - 128

@@ -136,11 +136,11 @@ pub(super) fn call_err(call: &'static str) -> impl FnOnce(egl::Error) -> EglErro
 
 /// Why an export could not be imported as a texture.
 #[derive(Debug, thiserror::Error)]
-pub enum ImportExportError {
+pub enum TextureImportError {
     /// The export could not be lent as dma-buf planes (revoked, or scattered without
     /// udmabuf).
     #[error(transparent)]
-    Source(#[from] crate::import::dmabuf::ExportImageError),
+    Source(#[from] crate::import::dmabuf::DmaBufImageError),
     /// EGL refused it.
     #[error(transparent)]
     Egl(#[from] EglError),

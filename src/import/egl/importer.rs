@@ -15,7 +15,7 @@ use crate::import::dmabuf::DmaBufImage;
 use super::consts;
 use super::display::{choose_config, client_extensions, headless_display, load_egl, require_ext};
 use super::display::{platform_display, proc_address};
-use super::error::{call_err, EglError, ImportExportError, Result};
+use super::error::{call_err, EglError, Result, TextureImportError};
 use super::formats::query_formats;
 use super::{
     has_ext, BufferKey, Egl, EglImporter, ImportStats, ImportedTexture, ModifierInfo, Platform,
@@ -678,7 +678,7 @@ impl EglImporter {
     pub fn import_export(
         &mut self,
         export: &crate::export::ExportedFramebuffer,
-    ) -> Result<ImportedTexture, ImportExportError> {
+    ) -> Result<ImportedTexture, TextureImportError> {
         let key = BufferKey {
             buffer_id: export.buffer_id(),
             generation: export.generation(),

@@ -15,7 +15,7 @@ mod error;
 mod formats;
 mod importer;
 
-pub use error::{EglError, ImportExportError, Result};
+pub use error::{EglError, Result, TextureImportError};
 pub use formats::modifier_name;
 
 use std::collections::{BTreeMap, HashMap};
@@ -147,6 +147,37 @@ fn has_ext(list: &str, name: &str) -> bool {
 }
 
 /// Imports dma-buf framebuffers as GL textures through EGL, with a cache.
+///
+/// ```
+/// use std::os::fd::AsFd;
+/// use guestfb::format::{Modifier, PixelFormat};
+/// use guestfb::import::dmabuf::{DmaBufImage, DmaBufPlane};
+/// use guestfb::import::egl::{BufferKey, EglImporter};
+/// use guestfb::rect::Rect;
+/// use guestfb::sys::memfd::Memfd;
+///
+/// let mut importer = EglImporter::headless()?;
+/// // A 16×16 XRGB8888 buffer. A real caller has a udmabuf from an export
+/// // (`import_export`); Mesa also takes a memfd as a linear buffer, as here.
+/// let buffer = Memfd::create("frame")?;
+/// buffer.set_size(16 * 16 * 4)?;
+/// let image = DmaBufImage {
+///     planes: vec![DmaBufPlane { fd: buffer.as_fd(), offset: 0, stride: 64 }],
+///     format: PixelFormat::Xrgb8888,
+///     modifier: Modifier::LINEAR,
+///     width: 16,
+///     height: 16,
+///     visible: Rect::full(16, 16),
+///     y0_top: true,
+/// };
+/// let key = BufferKey { buffer_id: 1, generation: 0 };
+/// let texture = importer.import(key, &image)?;
+/// assert_eq!((texture.width, texture.height), (16, 16));
+/// // The same buffer and generation again: a cache hit, no new EGLImage.
+/// importer.import(key, &image)?;
+/// assert_eq!(importer.cached_count(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct EglImporter {
     egl: Egl,
     display: egl::Display,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::export::{BufferId, ExportError};
 use crate::format::PixelFormat;
-use crate::import::ImportError;
+use crate::import::CpuBlitError;
 use crate::sys::SysError;
 
 /// Errors of the KMS presenter. Each names the object and the numbers involved.
@@ -123,7 +123,7 @@ pub enum KmsError {
     Export(#[from] ExportError),
     /// The CPU fill could not read or convert the frame.
     #[error(transparent)]
-    Import(#[from] ImportError),
+    Import(#[from] CpuBlitError),
     /// A kernel-interface error from guestfb's own wrappers.
     #[error(transparent)]
     Sys(#[from] SysError),

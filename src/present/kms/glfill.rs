@@ -26,7 +26,7 @@ use crate::export::{BufferId, ExportedFramebuffer};
 use crate::format::{Modifier, PixelFormat};
 use crate::import::dmabuf::{DmaBufImage, DmaBufPlane};
 use crate::import::egl::{
-    BufferKey, EglError, EglImporter, ImportExportError, ImportedTexture, Platform, TextureTarget,
+    BufferKey, EglError, EglImporter, ImportedTexture, Platform, TextureImportError, TextureTarget,
 };
 use crate::present::gl::{DrawParams, Filter, GlRenderer, RenderError};
 use crate::rect::Rect;
@@ -43,7 +43,7 @@ pub enum GlFillError {
     Egl(#[from] EglError),
     /// The guest's export could not be imported.
     #[error("importing the guest buffer: {0}")]
-    Import(#[from] ImportExportError),
+    Import(#[from] TextureImportError),
     /// Compiling the shaders or drawing failed.
     #[error("GL: {0}")]
     Render(#[from] RenderError),
@@ -373,7 +373,7 @@ impl FrameFill for GlFill {
                 }
                 Err(error) => {
                     let per_format =
-                        matches!(error, GlFillError::Import(ImportExportError::Egl(_)));
+                        matches!(error, GlFillError::Import(TextureImportError::Egl(_)));
                     self.notes.push(format!(
                         "buffer {} ({format} {}x{}): GL fill failed ({error}); CPU fill for {}",
                         export.buffer_id(),

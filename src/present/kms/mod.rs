@@ -45,4 +45,4 @@ pub use probe::probe_hugetlb_vmap_quirk;
 pub use writeback::{Writeback, WritebackTarget};
 
 #[cfg(doc)]
-use crate::export::pin::Quirk;
+use crate::export::Quirk;

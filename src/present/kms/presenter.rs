@@ -11,10 +11,10 @@ use drm::control::{
     Device as ControlDevice,
 };
 
-use crate::export::pin::Quirk;
+use crate::export::Quirk;
 use crate::export::{BufferId, ExportedFramebuffer, PinManager};
 use crate::format::Modifier;
-use crate::import::dmabuf::{with_export_image, ExportImageError, ImageSource};
+use crate::import::dmabuf::{with_export_image, DmaBufImageError, ImageSource};
 use crate::rect::Rect;
 
 use super::card::{add_fb2, Blob, Card, Dumb, Fb, Gem, Planar};
@@ -390,7 +390,7 @@ impl KmsPresenter {
             Ok((fb, gem, image.visible_in_memory()))
         })
         .map_err(|error| match error {
-            ExportImageError::Export(error) => KmsError::from(error),
+            DmaBufImageError::Export(error) => KmsError::from(error),
             other => KmsError::Ioctl {
                 what: format!("ADDFB2: {other}"),
                 source: io::Error::from_raw_os_error(libc::EOVERFLOW),

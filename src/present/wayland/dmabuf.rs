@@ -42,7 +42,7 @@ use super::window::{self, missing, window_handlers, CoreOptions, WindowCore};
 use super::{PresentError, PresenterEvent, WindowOptions};
 use crate::export::ExportedFramebuffer;
 use crate::format::{Modifier, PixelFormat};
-use crate::import::dmabuf::{with_export_image, ExportImageError};
+use crate::import::dmabuf::{with_export_image, DmaBufImageError};
 use crate::rect::Rect;
 
 /// `DRM_FORMAT_MOD_INVALID`: the compositor takes the buffer with an implicit layout.
@@ -56,7 +56,7 @@ pub enum PassthroughError {
     Wayland(#[from] PresentError),
     /// The export could not be lent as a dma-buf.
     #[error(transparent)]
-    Source(#[from] ExportImageError),
+    Source(#[from] DmaBufImageError),
     /// The compositor does not take this format/modifier as a dma-buf: use the EGL or
     /// shm path.
     #[error(

@@ -26,7 +26,7 @@ use wayland_egl::WlEglSurface;
 use super::window::{self, missing, window_handlers, CoreOptions, WindowCore};
 use super::{PresentError, PresenterEvent, WindowOptions};
 use crate::export::ExportedFramebuffer;
-use crate::import::egl::{EglError, EglImporter, ImportExportError, ImportedTexture};
+use crate::import::egl::{EglError, EglImporter, ImportedTexture, TextureImportError};
 use crate::present::gl::{DrawParams, Filter, GlRenderer, RenderError};
 
 /// Why the EGL presenter could not show a frame.
@@ -41,7 +41,7 @@ pub enum GlPresentError {
     /// The export could not be imported (revoked, scattered without udmabuf, or EGL
     /// refused it): the caller may fall back to the CPU path.
     #[error(transparent)]
-    Import(#[from] ImportExportError),
+    Import(#[from] TextureImportError),
     /// Drawing failed.
     #[error(transparent)]
     Render(#[from] RenderError),

@@ -13,15 +13,15 @@
 //! ```
 //!
 //! The listener thread answers QEMU's update calls only after the viewer completed the
-//! event's [`FrameToken`] (see [`listener`]), which is QEMU's back-pressure: with gl=on
+//! event's [`FrameToken`] (see [`QemuListener`]), which is QEMU's back-pressure: with gl=on
 //! the guest is held until the frame is shown.
 //!
 //! Everything QEMU sends is checked (sizes, strides, rectangles, fd sizes) with 64-bit
 //! arithmetic before any memory is touched; a bad message is answered with a D-Bus
 //! error and reported as [`QemuEvent::Rejected`].
 
-pub mod keymap;
-pub mod listener;
+mod keymap;
+mod listener;
 pub mod pixman;
 
 use std::os::unix::net::UnixStream;
@@ -36,6 +36,7 @@ use crate::sys::SysError;
 pub use keymap::{evdev_to_qnum, MouseButton};
 pub use listener::{
     Cursor, Frame, FrameToken, ListenerOptions, QemuEvent, QemuListener, Recv, SharedFrame,
+    DMABUF2_IFACE, LISTENER_IFACE, LISTENER_PATH, MAP_IFACE, MAX_CURSOR, MAX_DIMENSION,
 };
 
 /// QEMU's well-known name on a bus.

@@ -64,14 +64,29 @@ impl PresenterOptions {
 
 /// Shows CPU-written frames in a Wayland window through wl_shm.
 ///
-/// Typical loop:
-/// ```no_run
+/// Typical loop (here on a headless weston the example starts; a viewer calls
+/// [`connect`](Self::connect), which follows `WAYLAND_DISPLAY`):
+/// ```
 /// # use guestfb::present::wayland::{PresenterEvent, PresenterOptions, ShmPresenter};
 /// # use guestfb::rect::Rect;
 /// # use std::time::Duration;
-/// let mut presenter = ShmPresenter::connect(PresenterOptions::new(640, 480))?;
-/// let mut damage = vec![Rect::full(640, 480)]; // coalesced until a frame is possible
-/// loop {
+/// # let runtime = std::env::temp_dir().join(format!("guestfb-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&runtime)?;
+/// # let mut weston = std::process::Command::new("weston")
+/// #     .args(["--backend=headless", "--renderer=pixman", "--socket=doc", "--no-config"])
+/// #     .args(["--idle-time=0", "--width=320", "--height=240"])
+/// #     .env("XDG_RUNTIME_DIR", &runtime)
+/// #     .stderr(std::process::Stdio::null())
+/// #     .spawn()
+/// #     .expect("weston (scripts/setup-host.sh installs it)");
+/// # let socket = runtime.join("doc");
+/// # while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+/// #     std::thread::sleep(Duration::from_millis(20));
+/// # }
+/// let mut presenter = ShmPresenter::connect_to(&socket, PresenterOptions::new(64, 48))?;
+/// let mut damage = vec![Rect::full(64, 48)]; // coalesced until a frame is possible
+/// let mut shown = 0;
+/// while shown < 3 {
 ///     for event in presenter.dispatch(Some(Duration::from_millis(16)))? {
 ///         if event == PresenterEvent::Close {
 ///             return Ok(());
@@ -79,17 +94,27 @@ impl PresenterOptions {
 ///     }
 ///     // ... add the guest's new damage to `damage` ...
 ///     if damage.is_empty() {
-///         continue;
+///         damage.push(Rect::new(0, 0, 8, 8));
 ///     }
 ///     if let Some(mut frame) = presenter.next_buffer()? {
+///         let stride = frame.stride() as usize;
 ///         for rect in frame.repair_rects(&damage) {
-///             // ... write the guest's pixels of `rect` into frame.pixels() ...
+///             // The guest's pixels of `rect` go here; this example paints them grey.
+///             for y in rect.y as usize..(rect.y + rect.height) as usize {
+///                 let row = y * stride + rect.x as usize * 4;
+///                 frame.pixels()[row..row + rect.width as usize * 4].fill(0x80);
+///             }
 ///         }
 ///         frame.present(&damage)?;
 ///         damage.clear();
+///         shown += 1;
 ///     }
 /// }
-/// # Ok::<(), guestfb::present::wayland::PresentError>(())
+/// # drop(presenter);
+/// # weston.kill()?;
+/// # weston.wait()?;
+/// # std::fs::remove_dir_all(&runtime)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
 pub struct ShmPresenter {

@@ -42,7 +42,7 @@ pub(super) enum Current {
 /// only for a full-surface update, so after a mode change (VGA graphics → 720×400
 /// text, say) the `Update`s of the new surface come first. The listener asks this to
 /// learn the new size (seen with QEMU 10.0).
-pub type SurfaceSize = Box<dyn Fn() -> Option<(u32, u32)> + Send>;
+pub(crate) type SurfaceSize = Box<dyn Fn() -> Option<(u32, u32)> + Send>;
 
 pub(super) struct Worker {
     pub(super) options: ListenerOptions,
