@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::weston::{Renderer, Screenshot, Weston, WestonConfig};
 use guestfb::format::PixelFormat;
-use guestfb::present::wayland::{PresentError, PresenterEvent, PresenterOptions, ShmPresenter};
+use guestfb::present::wayland::{
+    PresentError, Presenter, PresenterEvent, PresenterOptions, ShmPresenter,
+};
 use guestfb::rect::Rect;
 
 /// The guest's picture, as the source of truth the caller copies from: `0xRRGGBB`.

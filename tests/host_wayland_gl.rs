@@ -17,7 +17,8 @@ use guestfb::import::dmabuf::DmaBufImageError;
 use guestfb::import::egl::TextureImportError;
 use guestfb::present::gl::Filter;
 use guestfb::present::wayland::{
-    DmaBufPresenter, EglPresenter, GlPresentError, PassthroughError, PresenterEvent, WindowOptions,
+    DmaBufPresenter, EglPresenter, GlPresentError, PassthroughError, Presenter, PresenterEvent,
+    WindowOptions,
 };
 use guestfb::rect::Rect;
 use guestfb::source::demo::{pattern_rgb, Buffering, DemoConfig, DemoGuest, FIRST_BUFFER_ID};

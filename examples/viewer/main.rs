@@ -298,12 +298,12 @@ fn run() -> Result<(), Error> {
         }
         if redraw && (done || pending.is_empty()) {
             // A resize: draw the current picture again; no new guest frame.
-            if let Err(ShowError::Other(e)) = presenter.show(export, mapping, &[], &mut stats) {
+            if let Err(ShowError::Other(e)) = presenter.show(export, &[], &mut stats) {
                 return Err(e);
             }
             continue;
         }
-        match presenter.show(export, mapping, &pending, &mut stats) {
+        match presenter.show(export, &pending, &mut stats) {
             Ok(false) => continue,
             Ok(true) => {
                 stats.frames += 1;

@@ -2,7 +2,7 @@
 //! renderer) and linux-dmabuf passthrough behind one small interface, and how the
 //! zero-copy one is chosen. Shared by the demo and the QEMU source.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::ValueEnum;
 use guestfb::export::ExportedFramebuffer;
@@ -10,8 +10,9 @@ use guestfb::import::convert::{Dest, DestFormat};
 use guestfb::import::CpuMapping;
 #[cfg(feature = "wayland-egl")]
 use guestfb::present::wayland::EglPresenter;
+pub use guestfb::present::wayland::Presenter as WindowPresenter;
 use guestfb::present::wayland::{
-    DmaBufPresenter, PresenterEvent, PresenterOptions, ShmPresenter, WindowOptions,
+    DmaBufPresenter, PresenterEvent, PresenterOptions, ShmPresenter, Shown, WindowOptions,
 };
 use guestfb::rect::Rect;
 
@@ -61,7 +62,9 @@ pub enum PresentMode {
     Auto,
 }
 
-/// The presenter showing the guest: one of three paths with one small interface.
+/// The presenter showing the guest: one of three paths, driven through their one
+/// interface ([`WindowPresenter`], by `Deref`); the wl_shm one also shows pixels that are
+/// not an export (QEMU's CPU surfaces).
 pub enum Presenter {
     /// gl=off: damaged rectangles copied into wl_shm buffers.
     Shm(Box<ShmPresenter>),
@@ -82,51 +85,22 @@ pub enum ShowError {
 }
 
 impl Presenter {
-    pub fn name(&self) -> &'static str {
+    /// The window, whichever path draws it.
+    fn window(&self) -> &(dyn WindowPresenter + 'static) {
         match self {
-            Self::Shm(_) => "gl=off (wl_shm copy)",
+            Self::Shm(p) => p.as_ref(),
             #[cfg(feature = "wayland-egl")]
-            Self::Gl(_) => "gl=on (EGL import, GL renderer)",
-            Self::Passthrough(_) => "gl=on (linux-dmabuf passthrough)",
+            Self::Gl(p) => p.as_ref(),
+            Self::Passthrough(p) => p.as_ref(),
         }
     }
 
-    /// The Wayland connection's fd, to poll.
-    pub fn connection_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+    fn window_mut(&mut self) -> &mut (dyn WindowPresenter + 'static) {
         match self {
-            Self::Shm(p) => p.connection_fd(),
+            Self::Shm(p) => p.as_mut(),
             #[cfg(feature = "wayland-egl")]
-            Self::Gl(p) => p.connection_fd(),
-            Self::Passthrough(p) => p.connection_fd(),
-        }
-    }
-
-    /// Drops a cached import of `buffer_id` (its buffer is gone).
-    pub fn forget(&mut self, buffer_id: u64) {
-        match self {
-            Self::Shm(_) => {}
-            #[cfg(feature = "wayland-egl")]
-            Self::Gl(p) => {
-                p.forget(buffer_id);
-            }
-            Self::Passthrough(p) => {
-                p.forget(buffer_id);
-            }
-        }
-    }
-
-    pub fn is_zero_copy(&self) -> bool {
-        !matches!(self, Self::Shm(_))
-    }
-
-    /// Whether the guest may draw into buffer `buffer_id` now: the display no longer
-    /// reads it. Shm copies each frame out; the EGL presenter's `present` returns
-    /// after its GL draw finished (glFinish); passthrough waits for the compositor's
-    /// `wl_buffer.release`.
-    pub fn may_draw_into(&self, buffer_id: u64) -> bool {
-        match self {
-            Self::Passthrough(p) => p.is_released(buffer_id),
-            _ => true,
+            Self::Gl(p) => p.as_mut(),
+            Self::Passthrough(p) => p.as_mut(),
         }
     }
 
@@ -137,110 +111,48 @@ impl Presenter {
     }
 
     pub fn dispatch(&mut self, timeout: Duration) -> Result<Vec<PresenterEvent>, Error> {
-        Ok(match self {
-            Self::Shm(p) => p.dispatch(Some(timeout))?,
-            #[cfg(feature = "wayland-egl")]
-            Self::Gl(p) => p.dispatch(Some(timeout))?,
-            Self::Passthrough(p) => p.dispatch(Some(timeout))?,
-        })
+        Ok(self.window_mut().dispatch(Some(timeout))?)
     }
 
-    pub fn is_closed(&self) -> bool {
-        match self {
-            Self::Shm(p) => p.is_closed(),
-            #[cfg(feature = "wayland-egl")]
-            Self::Gl(p) => p.is_closed(),
-            Self::Passthrough(p) => p.is_closed(),
-        }
-    }
-
-    pub fn is_ready(&self) -> bool {
-        match self {
-            Self::Shm(p) => p.is_ready(),
-            #[cfg(feature = "wayland-egl")]
-            Self::Gl(p) => p.is_ready(),
-            Self::Passthrough(p) => p.is_ready(),
-        }
-    }
-
-    /// Whether the window needs drawing without a new guest frame (a resize).
-    pub fn needs_redraw(&self) -> bool {
-        match self {
-            #[cfg(feature = "wayland-egl")]
-            Self::Gl(p) => p.needs_redraw(),
-            _ => false,
-        }
-    }
-
-    /// Shows the guest's frame with `damage`. Returns false when nothing could be
-    /// presented yet (every shm buffer held).
+    /// Shows the guest's frame with `damage` (picture coordinates). Returns false when
+    /// nothing could be presented yet (every shm buffer held).
     pub fn show(
         &mut self,
         export: &ExportedFramebuffer,
-        mapping: &CpuMapping,
         damage: &[Rect],
         stats: &mut Stats,
     ) -> Result<bool, ShowError> {
-        match self {
-            Self::Shm(presenter) => {
-                let Some(mut frame) = presenter
-                    .next_buffer()
-                    .map_err(|e| ShowError::Other(e.into()))?
-                else {
-                    return Ok(false);
-                };
-                // A fresh or stale buffer needs more than this frame's damage.
-                let repair = frame.repair_rects(damage);
-                let stride = frame.stride() as usize;
-                let blit_start = Instant::now();
-                let blit = mapping
-                    .blit(
-                        &mut Dest {
-                            data: frame.pixels(),
-                            stride,
-                            format: DestFormat::Xrgb8888,
-                        },
-                        &repair,
-                    )
-                    .map_err(|e| ShowError::Other(e.into()))?;
-                stats.blit_time += blit_start.elapsed();
-                stats.bytes += blit.bytes;
-                frame
-                    .present(damage)
-                    .map_err(|e| ShowError::Other(e.into()))?;
+        match self.window_mut().show(export, damage) {
+            Ok(Shown::NotNow) => Ok(false),
+            Ok(Shown::Presented {
+                bytes_copied,
+                copy_time,
+            }) => {
+                stats.bytes += bytes_copied;
+                stats.blit_time += copy_time;
                 Ok(true)
             }
-            #[cfg(feature = "wayland-egl")]
-            Self::Gl(presenter) => match presenter.present(Some(export)) {
-                Ok(shown) => Ok(shown),
-                Err(e) if e.is_import_error() => Err(ShowError::Import(e.to_string())),
-                Err(e) => Err(ShowError::Other(e.into())),
-            },
-            Self::Passthrough(presenter) => {
-                // The guest's damage is in picture coordinates; the wl_buffer's in
-                // memory rows (a bottom-up guest is flipped by the buffer transform).
-                let layout = export.layout();
-                let height = layout.height();
-                let rows: Vec<Rect> = damage
-                    .iter()
-                    .filter_map(|r| r.clip(layout.width(), height))
-                    .map(|r| match layout.y0_top() {
-                        true => r,
-                        false => Rect {
-                            y: height - r.y - r.height,
-                            ..r
-                        },
-                    })
-                    .collect();
-                match presenter.present(export, &rows) {
-                    Ok(shown) => Ok(shown),
-                    Err(guestfb::present::wayland::PassthroughError::Wayland(e)) => {
-                        Err(ShowError::Other(e.into()))
-                    }
-                    Err(e) => Err(ShowError::Import(e.to_string())),
-                }
+            Err(guestfb::present::wayland::ShowError::Refused(why)) => {
+                Err(ShowError::Import(why.to_string()))
+            }
+            Err(guestfb::present::wayland::ShowError::Failed(error)) => {
+                Err(ShowError::Other(error))
             }
         }
+    }
+}
+
+impl std::ops::Deref for Presenter {
+    type Target = dyn WindowPresenter;
+
+    fn deref(&self) -> &Self::Target {
+        self.window()
+    }
+}
+
+impl std::ops::DerefMut for Presenter {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.window_mut()
     }
 }
 

@@ -531,13 +531,13 @@ impl Head {
         let path = match &self.shown {
             Shown::Export {
                 export,
-                mapping,
+                mapping: _,
                 path,
             } => {
                 let before = self.stats.frames.bytes;
                 match self
                     .presenter
-                    .show(export, mapping, &self.damage, &mut self.stats.frames)
+                    .show(export, &self.damage, &mut self.stats.frames)
                 {
                     Ok(false) => return Ok(false),
                     Ok(true) => {}

@@ -39,7 +39,7 @@ use wayland_protocols::wp::linux_dmabuf::zv1::client::{
 };
 
 use super::window::{self, missing, window_handlers, CoreOptions, WindowCore};
-use super::{PresentError, PresenterEvent, WindowOptions};
+use super::{PresentError, Presenter, PresenterEvent, ShowError, Shown, WindowOptions};
 use crate::export::ExportedFramebuffer;
 use crate::format::{Modifier, PixelFormat};
 use crate::import::dmabuf::{with_export_image, DmaBufImageError};
@@ -246,26 +246,6 @@ impl DmaBufPresenter {
         None
     }
 
-    /// Whether the compositor asked to close the window.
-    pub fn is_closed(&self) -> bool {
-        self.app.core.closed
-    }
-
-    /// Whether a frame may be presented now.
-    pub fn is_ready(&self) -> bool {
-        self.app.core.is_ready()
-    }
-
-    /// The window size in logical pixels, once configured.
-    pub fn window_size(&self) -> Option<(u32, u32)> {
-        self.app.core.window_size
-    }
-
-    /// The connection's fd, for callers that poll several sources.
-    pub fn connection_fd(&self) -> BorrowedFd<'_> {
-        self.conn.as_fd()
-    }
-
     /// Number of cached `wl_buffer`s.
     pub fn cached_count(&self) -> usize {
         self.cache.len()
@@ -276,38 +256,6 @@ impl DmaBufPresenter {
     /// buffer may be drawn into only then; the compositor may read it until then.
     pub fn is_released(&self, buffer_id: u64) -> bool {
         !self.app.held.values().any(|&(id, _)| id == buffer_id)
-    }
-
-    /// Destroys the cached `wl_buffer` of a buffer (revoked or replaced export).
-    ///
-    /// A buffer the compositor still holds counts as released afterwards, though the
-    /// compositor may still read its memory until its next repaint.
-    pub fn forget(&mut self, buffer_id: u64) -> bool {
-        match self.cache.remove(&buffer_id) {
-            Some(cached) => {
-                self.app.held.remove(&cached.buffer.id());
-                cached.buffer.destroy();
-                let _ = self.flush();
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Sends buffered requests to the compositor.
-    pub fn flush(&self) -> Result<(), PresentError> {
-        window::flush(&self.conn)
-    }
-
-    /// Handles compositor events, waiting up to `timeout` for one.
-    pub fn dispatch(
-        &mut self,
-        timeout: Option<Duration>,
-    ) -> Result<Vec<PresenterEvent>, PresentError> {
-        window::dispatch_until(&self.conn, &mut self.queue, &mut self.app, timeout, |app| {
-            !app.core.events.is_empty()
-        })?;
-        Ok(self.app.core.take_events())
     }
 
     /// The `wl_buffer` of `export`, created (and awaited) on a cache miss.
@@ -390,8 +338,9 @@ impl DmaBufPresenter {
         }
     }
 
-    /// Shows `export` with `damage` (in memory rows of the backing; empty damages one
-    /// pixel so the frame callback still fires). Call when [`is_ready`](Self::is_ready);
+    /// Shows `export` with `damage` (in picture coordinates, `y` from the picture's top;
+    /// flipped here into the buffer's memory rows for a bottom-up export; empty damages
+    /// one pixel so the frame callback still fires). Call when [`is_ready`](Self::is_ready);
     /// otherwise returns `Ok(false)` and shows nothing.
     pub fn present(
         &mut self,
@@ -439,6 +388,13 @@ impl DmaBufPresenter {
         let clipped: Vec<Rect> = damage
             .iter()
             .filter_map(|r| r.clip(width, height))
+            .map(|r| match layout.y0_top() {
+                true => r,
+                false => Rect {
+                    y: height - r.y - r.height,
+                    ..r
+                },
+            })
             .collect();
         if child.version() < 4 {
             child.damage(0, 0, i32::MAX, i32::MAX);
@@ -455,6 +411,71 @@ impl DmaBufPresenter {
         self.app.core.frame_pending = true;
         self.flush()?;
         Ok(true)
+    }
+}
+
+impl Presenter for DmaBufPresenter {
+    fn name(&self) -> &'static str {
+        "gl=on (linux-dmabuf passthrough)"
+    }
+
+    fn is_zero_copy(&self) -> bool {
+        true
+    }
+
+    fn dispatch(&mut self, timeout: Option<Duration>) -> Result<Vec<PresenterEvent>, PresentError> {
+        window::dispatch_until(&self.conn, &mut self.queue, &mut self.app, timeout, |app| {
+            !app.core.events.is_empty()
+        })?;
+        Ok(self.app.core.take_events())
+    }
+
+    fn flush(&self) -> Result<(), PresentError> {
+        window::flush(&self.conn)
+    }
+
+    fn connection_fd(&self) -> BorrowedFd<'_> {
+        self.conn.as_fd()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.app.core.closed
+    }
+
+    fn is_ready(&self) -> bool {
+        self.app.core.is_ready()
+    }
+
+    fn window_size(&self) -> Option<(u32, u32)> {
+        self.app.core.window_size
+    }
+
+    fn show(&mut self, export: &ExportedFramebuffer, damage: &[Rect]) -> Result<Shown, ShowError> {
+        match self.present(export, damage) {
+            Ok(true) => Ok(Shown::Presented {
+                bytes_copied: 0,
+                copy_time: Duration::ZERO,
+            }),
+            Ok(false) => Ok(Shown::NotNow),
+            Err(PassthroughError::Wayland(error)) => Err(ShowError::failed(error)),
+            Err(error) => Err(ShowError::Refused(error.into())),
+        }
+    }
+
+    fn forget(&mut self, buffer_id: u64) -> bool {
+        match self.cache.remove(&buffer_id) {
+            Some(cached) => {
+                self.app.held.remove(&cached.buffer.id());
+                cached.buffer.destroy();
+                let _ = self.flush();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn may_draw_into(&self, buffer_id: u64) -> bool {
+        self.is_released(buffer_id)
     }
 }
 

@@ -24,10 +24,11 @@ use wayland_client::{Connection, EventQueue, Proxy, QueueHandle};
 use wayland_egl::WlEglSurface;
 
 use super::window::{self, missing, window_handlers, CoreOptions, WindowCore};
-use super::{PresentError, PresenterEvent, WindowOptions};
+use super::{PresentError, Presenter, PresenterEvent, ShowError, Shown, WindowOptions};
 use crate::export::ExportedFramebuffer;
 use crate::import::egl::{EglError, EglImporter, ImportedTexture, TextureImportError};
 use crate::present::gl::{DrawParams, Filter, GlRenderer, RenderError};
+use crate::rect::Rect;
 
 /// Why the EGL presenter could not show a frame.
 #[derive(Debug, thiserror::Error)]
@@ -181,69 +182,9 @@ impl EglPresenter {
         self.app.core.window.set_title(title);
     }
 
-    /// The window size in logical pixels, once configured.
-    pub fn window_size(&self) -> Option<(u32, u32)> {
-        self.app.core.window_size
-    }
-
     /// Integer output scale of the window.
     pub fn scale(&self) -> u32 {
         self.app.core.scale
-    }
-
-    /// Whether the compositor asked to close the window.
-    pub fn is_closed(&self) -> bool {
-        self.app.core.closed
-    }
-
-    /// Whether a frame may be drawn now: configured, open, last frame callback fired.
-    pub fn is_ready(&self) -> bool {
-        self.app.core.is_ready()
-    }
-
-    /// Whether the window changed size or scale since the last draw (draw again, even
-    /// without a new guest frame).
-    pub fn needs_redraw(&self) -> bool {
-        self.app.core.resized
-    }
-
-    /// The connection's fd, for callers that poll several sources.
-    pub fn connection_fd(&self) -> BorrowedFd<'_> {
-        self.conn.as_fd()
-    }
-
-    /// Drops the cached EGL image of a buffer (its export was revoked or replaced).
-    pub fn forget(&mut self, buffer_id: u64) -> bool {
-        if self
-            .last
-            .as_ref()
-            .is_some_and(|e| e.buffer_id() == buffer_id)
-        {
-            self.last = None;
-        }
-        // The texture is deleted on this presenter's context (see `present`).
-        let surface = self.egl_window.as_ref().map(|w| w.surface);
-        if self.importer().make_current(surface).is_err() {
-            return false;
-        }
-        self.importer_mut().forget(buffer_id)
-    }
-
-    /// Sends buffered requests to the compositor.
-    pub fn flush(&self) -> Result<(), PresentError> {
-        window::flush(&self.conn)
-    }
-
-    /// Handles compositor events, waiting up to `timeout` (`None`: forever) for one.
-    /// A lost compositor is [`PresentError::ConnectionLost`], never a panic.
-    pub fn dispatch(
-        &mut self,
-        timeout: Option<Duration>,
-    ) -> Result<Vec<PresenterEvent>, PresentError> {
-        window::dispatch_until(&self.conn, &mut self.queue, &mut self.app, timeout, |app| {
-            !app.core.events.is_empty()
-        })?;
-        Ok(self.app.core.take_events())
     }
 
     /// Creates or resizes the EGL window to the window's buffer size.
@@ -351,6 +292,76 @@ impl EglPresenter {
         }
         self.flush()?;
         Ok(true)
+    }
+}
+
+impl Presenter for EglPresenter {
+    fn name(&self) -> &'static str {
+        "gl=on (EGL import, GL renderer)"
+    }
+
+    fn is_zero_copy(&self) -> bool {
+        true
+    }
+
+    fn dispatch(&mut self, timeout: Option<Duration>) -> Result<Vec<PresenterEvent>, PresentError> {
+        window::dispatch_until(&self.conn, &mut self.queue, &mut self.app, timeout, |app| {
+            !app.core.events.is_empty()
+        })?;
+        Ok(self.app.core.take_events())
+    }
+
+    fn flush(&self) -> Result<(), PresentError> {
+        window::flush(&self.conn)
+    }
+
+    fn connection_fd(&self) -> BorrowedFd<'_> {
+        self.conn.as_fd()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.app.core.closed
+    }
+
+    fn is_ready(&self) -> bool {
+        self.app.core.is_ready()
+    }
+
+    fn window_size(&self) -> Option<(u32, u32)> {
+        self.app.core.window_size
+    }
+
+    fn needs_redraw(&self) -> bool {
+        self.app.core.resized
+    }
+
+    fn show(&mut self, export: &ExportedFramebuffer, _damage: &[Rect]) -> Result<Shown, ShowError> {
+        // The whole window is drawn each time: damage does not narrow a GL draw.
+        match self.present(Some(export)) {
+            Ok(true) => Ok(Shown::Presented {
+                bytes_copied: 0,
+                copy_time: Duration::ZERO,
+            }),
+            Ok(false) => Ok(Shown::NotNow),
+            Err(error) if error.is_import_error() => Err(ShowError::Refused(error.into())),
+            Err(error) => Err(ShowError::failed(error)),
+        }
+    }
+
+    fn forget(&mut self, buffer_id: u64) -> bool {
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|e| e.buffer_id() == buffer_id)
+        {
+            self.last = None;
+        }
+        // The texture is deleted on this presenter's context (see `present`).
+        let surface = self.egl_window.as_ref().map(|w| w.surface);
+        if self.importer().make_current(surface).is_err() {
+            return false;
+        }
+        self.importer_mut().forget(buffer_id)
     }
 }
 

@@ -12,6 +12,7 @@ mod damage;
 mod dmabuf;
 #[cfg(feature = "wayland-egl")]
 mod egl;
+mod presenter;
 mod shm;
 mod window;
 
@@ -19,6 +20,7 @@ pub use damage::{fit_letterbox, Placement};
 pub use dmabuf::{compositor_dmabuf_formats, DmaBufPresenter, PassthroughError};
 #[cfg(feature = "wayland-egl")]
 pub use egl::{EglPresenter, GlPresentError};
+pub use presenter::{Presenter, ShowError, Shown};
 pub use shm::{PresenterOptions, ShmFrame, ShmPresenter};
 
 /// How a window of the EGL or passthrough presenter is set up.

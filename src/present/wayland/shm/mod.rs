@@ -11,7 +11,7 @@ mod frames;
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use smithay_client_toolkit::compositor::{CompositorState, FrameCallbackData};
 use smithay_client_toolkit::shm::slot::SlotPool;
@@ -19,12 +19,15 @@ use smithay_client_toolkit::shm::Shm;
 use wayland_client::protocol::{wl_seat, wl_shm};
 use wayland_client::{Connection, EventQueue, Proxy, QueueHandle};
 
+use crate::export::ExportedFramebuffer;
 use crate::format::PixelFormat;
+use crate::import::convert::{Dest, DestFormat};
+use crate::import::CpuMapping;
 use crate::rect::Rect;
 
 use super::damage::{Placement, StaleRegion};
 use super::window::{self, missing, CoreOptions, WindowCore};
-use super::{PresentError, PresenterEvent};
+use super::{PresentError, Presenter, PresenterEvent, ShowError, Shown};
 
 use app::{App, CursorBuffer, Input};
 use frames::{frame_pool, FrameBuffer, FrameSpec};
@@ -67,7 +70,7 @@ impl PresenterOptions {
 /// Typical loop (here on a headless weston the example starts; a viewer calls
 /// [`connect`](Self::connect), which follows `WAYLAND_DISPLAY`):
 /// ```
-/// # use guestfb::present::wayland::{PresenterEvent, PresenterOptions, ShmPresenter};
+/// # use guestfb::present::wayland::{Presenter, PresenterEvent, PresenterOptions, ShmPresenter};
 /// # use guestfb::rect::Rect;
 /// # use std::time::Duration;
 /// # let runtime = std::env::temp_dir().join(format!("guestfb-doc-{}", std::process::id()));
@@ -322,11 +325,6 @@ impl ShmPresenter {
         self.app.spec.format
     }
 
-    /// The window size in logical pixels, once configured.
-    pub fn window_size(&self) -> Option<(u32, u32)> {
-        self.app.core.window_size
-    }
-
     /// Integer scale of the output(s) the window is on (device pixels per logical pixel).
     ///
     /// The frame is scaled by a viewport to logical size × scale device pixels, so a frame
@@ -348,48 +346,6 @@ impl ShmPresenter {
     /// Where the picture sits in the window (logical pixels), once configured.
     pub fn placement(&self) -> Option<Placement> {
         self.app.core.placement()
-    }
-
-    /// Whether the compositor asked to close the window.
-    pub fn is_closed(&self) -> bool {
-        self.app.core.closed
-    }
-
-    /// Whether a frame may be presented now: the window is configured, open, and the last
-    /// frame's callback has fired. While false, the caller coalesces its damage.
-    pub fn is_ready(&self) -> bool {
-        self.app.core.is_ready()
-    }
-
-    /// The connection's fd, for callers that poll several sources. After it polls
-    /// readable, call [`dispatch`](Self::dispatch) with a zero timeout.
-    pub fn connection_fd(&self) -> BorrowedFd<'_> {
-        self.conn.as_fd()
-    }
-
-    /// Sends buffered requests to the compositor.
-    pub fn flush(&self) -> Result<(), PresentError> {
-        window::flush(&self.conn)
-    }
-
-    /// Handles compositor events, waiting up to `timeout` (`None`: forever) for some to
-    /// arrive, and returns what happened. Returns early as soon as there is an event, or
-    /// (with an empty list) when a buffer was released while every buffer was held.
-    ///
-    /// A lost compositor gives [`PresentError::ConnectionLost`] (or
-    /// [`PresentError::Protocol`]), never a panic.
-    pub fn dispatch(
-        &mut self,
-        timeout: Option<Duration>,
-    ) -> Result<Vec<PresenterEvent>, PresentError> {
-        // A caller that is ready but found every buffer held waits for a release, which
-        // sctk handles without an event: wake it when one comes.
-        let starved = self.is_ready() && !self.has_buffer_for_next_frame();
-        let max_buffers = self.max_buffers;
-        window::dispatch_until(&self.conn, &mut self.queue, &mut self.app, timeout, |app| {
-            !app.core.events.is_empty() || (starved && app.has_buffer_for_next_frame(max_buffers))
-        })?;
-        Ok(self.app.core.take_events())
     }
 
     /// Whether [`next_buffer`](Self::next_buffer) would find (or may create) a buffer.
@@ -481,6 +437,86 @@ impl ShmPresenter {
             }
         }
         self.flush()
+    }
+}
+
+impl Presenter for ShmPresenter {
+    fn name(&self) -> &'static str {
+        "gl=off (wl_shm copy)"
+    }
+
+    fn is_zero_copy(&self) -> bool {
+        false
+    }
+
+    fn dispatch(&mut self, timeout: Option<Duration>) -> Result<Vec<PresenterEvent>, PresentError> {
+        // A caller that is ready but found every buffer held waits for a release, which
+        // sctk handles without an event: wake it when one comes.
+        let starved = self.is_ready() && !self.has_buffer_for_next_frame();
+        let max_buffers = self.max_buffers;
+        window::dispatch_until(&self.conn, &mut self.queue, &mut self.app, timeout, |app| {
+            !app.core.events.is_empty() || (starved && app.has_buffer_for_next_frame(max_buffers))
+        })?;
+        Ok(self.app.core.take_events())
+    }
+
+    fn flush(&self) -> Result<(), PresentError> {
+        window::flush(&self.conn)
+    }
+
+    fn connection_fd(&self) -> BorrowedFd<'_> {
+        self.conn.as_fd()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.app.core.closed
+    }
+
+    fn is_ready(&self) -> bool {
+        self.app.core.is_ready()
+    }
+
+    fn window_size(&self) -> Option<(u32, u32)> {
+        self.app.core.window_size
+    }
+
+    fn show(&mut self, export: &ExportedFramebuffer, damage: &[Rect]) -> Result<Shown, ShowError> {
+        let format = match self.format() {
+            PixelFormat::Xrgb8888 => DestFormat::Xrgb8888,
+            PixelFormat::Argb8888 => DestFormat::Argb8888,
+            other => {
+                return Err(ShowError::Refused(
+                    format!(
+                        "exports are copied into XRGB8888 or ARGB8888 wl_shm buffers, \
+                         this window's are {other}"
+                    )
+                    .into(),
+                ))
+            }
+        };
+        let Some(mut frame) = self.next_buffer().map_err(ShowError::failed)? else {
+            return Ok(Shown::NotNow);
+        };
+        // A fresh or stale buffer needs more than this frame's damage.
+        let repair = frame.repair_rects(damage);
+        let stride = frame.stride() as usize;
+        let started = Instant::now();
+        let blit = CpuMapping::new(export.clone())
+            .blit(
+                &mut Dest {
+                    data: frame.pixels(),
+                    stride,
+                    format,
+                },
+                &repair,
+            )
+            .map_err(ShowError::failed)?;
+        let copy_time = started.elapsed();
+        frame.present(damage).map_err(ShowError::failed)?;
+        Ok(Shown::Presented {
+            bytes_copied: blit.bytes,
+            copy_time,
+        })
     }
 }
 

@@ -1,0 +1,138 @@
+//! The one interface of the Wayland presenters: what a viewer (and the tests) drive,
+//! whichever path draws the picture. Each presenter keeps its own richer API beside it
+//! (wl_shm frames for pixels that are not an export, the EGL renderer's options, the
+//! passthrough buffer cache).
+//!
+//! Coordinates: every damage rect and size here is in *picture* coordinates, `y` from
+//! the picture's top row, whatever the export's `y0_top`; presenters that hand memory
+//! rows to the compositor flip them themselves.
+
+use std::os::fd::BorrowedFd;
+use std::time::Duration;
+
+use crate::export::ExportedFramebuffer;
+use crate::rect::Rect;
+
+use super::{PresentError, PresenterEvent};
+
+/// A boxed error of a presenter's own type (its inherent methods return it typed).
+pub type BoxedError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What [`Presenter::show`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shown {
+    /// Nothing: the window is not ready (no frame callback yet) or every buffer is
+    /// held. Keep the damage and show again after the next [`Presenter::dispatch`].
+    NotNow,
+    /// The frame went to the compositor.
+    Presented {
+        /// Bytes the CPU copied to show it (0 on the zero-copy paths).
+        bytes_copied: u64,
+        /// Time spent copying.
+        copy_time: Duration,
+    },
+}
+
+/// Why [`Presenter::show`] could not show an export.
+#[derive(Debug, thiserror::Error)]
+pub enum ShowError {
+    /// This presenter cannot show this export (the import was refused, the compositor
+    /// does not offer the format…); a copy path can.
+    #[error("{0}")]
+    Refused(BoxedError),
+    /// The window or the connection failed, or the copy did.
+    #[error("{0}")]
+    Failed(BoxedError),
+}
+
+impl ShowError {
+    /// A failure of the window or the connection.
+    pub fn failed(error: impl Into<BoxedError>) -> Self {
+        Self::Failed(error.into())
+    }
+}
+
+/// A window showing exports: [`ShmPresenter`](super::ShmPresenter) (gl=off copy),
+/// [`EglPresenter`](super::EglPresenter) (gl=on, feature `wayland-egl`),
+/// [`DmaBufPresenter`](super::DmaBufPresenter) (linux-dmabuf passthrough).
+///
+/// ```
+/// use guestfb::present::wayland::{Presenter, PresenterEvent, Shown};
+/// # use guestfb::export::ExportedFramebuffer;
+/// # use guestfb::rect::Rect;
+/// # use std::time::Duration;
+///
+/// /// Shows `export` once in whichever window `presenter` is.
+/// fn show_once(presenter: &mut dyn Presenter, export: &ExportedFramebuffer) -> bool {
+///     let damage = [Rect::full(export.layout().width(), export.layout().height())];
+///     while !presenter.is_closed() {
+///         for event in presenter.dispatch(Some(Duration::from_millis(16))).unwrap() {
+///             if event == PresenterEvent::Close {
+///                 return false;
+///             }
+///         }
+///         if presenter.is_ready() {
+///             match presenter.show(export, &damage) {
+///                 Ok(Shown::Presented { .. }) => return true,
+///                 Ok(Shown::NotNow) => {}
+///                 Err(error) => panic!("{}: {error}", presenter.name()),
+///             }
+///         }
+///     }
+///     false
+/// }
+/// ```
+pub trait Presenter {
+    /// What the path is, for logs (`gl=off (wl_shm copy)`…).
+    fn name(&self) -> &'static str;
+
+    /// Whether the path shows exports without a CPU copy.
+    fn is_zero_copy(&self) -> bool;
+
+    /// Handles compositor events, waiting up to `timeout` (`None`: forever) for some,
+    /// and returns what happened. A lost compositor is [`PresentError::ConnectionLost`]
+    /// (or [`PresentError::Protocol`]), never a panic.
+    fn dispatch(&mut self, timeout: Option<Duration>) -> Result<Vec<PresenterEvent>, PresentError>;
+
+    /// Sends buffered requests to the compositor.
+    fn flush(&self) -> Result<(), PresentError>;
+
+    /// The connection's fd, for callers that poll several sources. After it polls
+    /// readable, call [`dispatch`](Self::dispatch) with a zero timeout.
+    fn connection_fd(&self) -> BorrowedFd<'_>;
+
+    /// Whether the window was closed.
+    fn is_closed(&self) -> bool;
+
+    /// Whether a frame may be shown now: configured, open, the last frame's callback
+    /// fired. While false, the caller coalesces its damage.
+    fn is_ready(&self) -> bool;
+
+    /// The window size in logical pixels, once configured.
+    fn window_size(&self) -> Option<(u32, u32)>;
+
+    /// Shows `export`, `damage` in picture coordinates (empty: only the window needs
+    /// drawing again, see [`needs_redraw`](Self::needs_redraw)).
+    fn show(&mut self, export: &ExportedFramebuffer, damage: &[Rect]) -> Result<Shown, ShowError>;
+
+    /// Drops what the presenter keeps of buffer `buffer_id` (an import, a `wl_buffer`):
+    /// its export was revoked or replaced. True when something was dropped.
+    fn forget(&mut self, buffer_id: u64) -> bool {
+        let _ = buffer_id;
+        false
+    }
+
+    /// Whether the guest may draw into buffer `buffer_id` now: the display no longer
+    /// reads it. True unless the compositor holds it (passthrough, until
+    /// `wl_buffer.release`).
+    fn may_draw_into(&self, buffer_id: u64) -> bool {
+        let _ = buffer_id;
+        true
+    }
+
+    /// Whether the window needs drawing again without a new guest frame (a resize the
+    /// presenter draws itself, the EGL presenter's).
+    fn needs_redraw(&self) -> bool {
+        false
+    }
+}
