@@ -24,7 +24,6 @@
 //! and tears.
 
 use std::collections::{BTreeSet, HashMap};
-use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -38,6 +37,7 @@ use wayland_protocols::wp::linux_dmabuf::zv1::client::{
     zwp_linux_buffer_params_v1, zwp_linux_dmabuf_feedback_v1,
 };
 
+use super::presenter::sealed;
 use super::window::{self, missing, window_handlers, CoreOptions, WindowCore};
 use super::{PresentError, Presenter, PresenterEvent, ShowError, Shown, WindowOptions};
 use crate::export::ExportedFramebuffer;
@@ -414,6 +414,16 @@ impl DmaBufPresenter {
     }
 }
 
+impl sealed::Window for DmaBufPresenter {
+    fn core(&self) -> &WindowCore {
+        &self.app.core
+    }
+
+    fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
 impl Presenter for DmaBufPresenter {
     fn name(&self) -> &'static str {
         "gl=on (linux-dmabuf passthrough)"
@@ -428,26 +438,6 @@ impl Presenter for DmaBufPresenter {
             !app.core.events.is_empty()
         })?;
         Ok(self.app.core.take_events())
-    }
-
-    fn flush(&self) -> Result<(), PresentError> {
-        window::flush(&self.conn)
-    }
-
-    fn connection_fd(&self) -> BorrowedFd<'_> {
-        self.conn.as_fd()
-    }
-
-    fn is_closed(&self) -> bool {
-        self.app.core.closed
-    }
-
-    fn is_ready(&self) -> bool {
-        self.app.core.is_ready()
-    }
-
-    fn window_size(&self) -> Option<(u32, u32)> {
-        self.app.core.window_size
     }
 
     fn show(&mut self, export: &ExportedFramebuffer, damage: &[Rect]) -> Result<Shown, ShowError> {

@@ -13,7 +13,6 @@
 //! compositor only ever reads our EGL window's buffers, never the guest's.
 
 use std::ffi::c_void;
-use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ use smithay_client_toolkit::shell::WaylandSurface;
 use wayland_client::{Connection, EventQueue, Proxy, QueueHandle};
 use wayland_egl::WlEglSurface;
 
+use super::presenter::sealed;
 use super::window::{self, missing, window_handlers, CoreOptions, WindowCore};
 use super::{PresentError, Presenter, PresenterEvent, ShowError, Shown, WindowOptions};
 use crate::export::ExportedFramebuffer;
@@ -295,6 +295,16 @@ impl EglPresenter {
     }
 }
 
+impl sealed::Window for EglPresenter {
+    fn core(&self) -> &WindowCore {
+        &self.app.core
+    }
+
+    fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
 impl Presenter for EglPresenter {
     fn name(&self) -> &'static str {
         "gl=on (EGL import, GL renderer)"
@@ -309,26 +319,6 @@ impl Presenter for EglPresenter {
             !app.core.events.is_empty()
         })?;
         Ok(self.app.core.take_events())
-    }
-
-    fn flush(&self) -> Result<(), PresentError> {
-        window::flush(&self.conn)
-    }
-
-    fn connection_fd(&self) -> BorrowedFd<'_> {
-        self.conn.as_fd()
-    }
-
-    fn is_closed(&self) -> bool {
-        self.app.core.closed
-    }
-
-    fn is_ready(&self) -> bool {
-        self.app.core.is_ready()
-    }
-
-    fn window_size(&self) -> Option<(u32, u32)> {
-        self.app.core.window_size
     }
 
     fn needs_redraw(&self) -> bool {

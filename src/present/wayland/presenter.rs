@@ -7,13 +7,30 @@
 //! the picture's top row, whatever the export's `y0_top`; presenters that hand memory
 //! rows to the compositor flip them themselves.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 use crate::export::ExportedFramebuffer;
 use crate::rect::Rect;
 
+use super::window;
 use super::{PresentError, PresenterEvent};
+
+pub(super) mod sealed {
+    use wayland_client::Connection;
+
+    use crate::present::wayland::window::WindowCore;
+
+    /// What the provided methods of [`Presenter`](super::Presenter) read: every
+    /// presenter has one window on one connection. Sealed: only guestfb's presenters
+    /// implement it.
+    pub trait Window {
+        /// The window's state.
+        fn core(&self) -> &WindowCore;
+        /// The connection to the compositor.
+        fn connection(&self) -> &Connection;
+    }
+}
 
 /// A boxed error of a presenter's own type (its inherent methods return it typed).
 pub type BoxedError = Box<dyn std::error::Error + Send + Sync>;
@@ -82,7 +99,7 @@ impl ShowError {
 ///     false
 /// }
 /// ```
-pub trait Presenter {
+pub trait Presenter: sealed::Window {
     /// What the path is, for logs (`gl=off (wl_shm copy)`…).
     fn name(&self) -> &'static str;
 
@@ -95,21 +112,31 @@ pub trait Presenter {
     fn dispatch(&mut self, timeout: Option<Duration>) -> Result<Vec<PresenterEvent>, PresentError>;
 
     /// Sends buffered requests to the compositor.
-    fn flush(&self) -> Result<(), PresentError>;
+    fn flush(&self) -> Result<(), PresentError> {
+        window::flush(self.connection())
+    }
 
     /// The connection's fd, for callers that poll several sources. After it polls
     /// readable, call [`dispatch`](Self::dispatch) with a zero timeout.
-    fn connection_fd(&self) -> BorrowedFd<'_>;
+    fn connection_fd(&self) -> BorrowedFd<'_> {
+        self.connection().as_fd()
+    }
 
     /// Whether the window was closed.
-    fn is_closed(&self) -> bool;
+    fn is_closed(&self) -> bool {
+        self.core().closed
+    }
 
     /// Whether a frame may be shown now: configured, open, the last frame's callback
     /// fired. While false, the caller coalesces its damage.
-    fn is_ready(&self) -> bool;
+    fn is_ready(&self) -> bool {
+        self.core().is_ready()
+    }
 
     /// The window size in logical pixels, once configured.
-    fn window_size(&self) -> Option<(u32, u32)>;
+    fn window_size(&self) -> Option<(u32, u32)> {
+        self.core().window_size
+    }
 
     /// Shows `export`, `damage` in picture coordinates (empty: only the window needs
     /// drawing again, see [`needs_redraw`](Self::needs_redraw)).

@@ -171,7 +171,7 @@ pub(crate) struct CoreOptions {
 
 /// The window state shared by the presenters.
 #[derive(Debug)]
-pub(crate) struct WindowCore {
+pub struct WindowCore {
     pub(crate) registry: RegistryState,
     pub(crate) outputs: OutputState,
     pub(crate) window: Window,

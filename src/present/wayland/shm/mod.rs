@@ -9,7 +9,6 @@
 mod app;
 mod frames;
 
-use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -26,6 +25,7 @@ use crate::import::CpuMapping;
 use crate::rect::Rect;
 
 use super::damage::{Placement, StaleRegion};
+use super::presenter::sealed;
 use super::window::{self, missing, CoreOptions, WindowCore};
 use super::{PresentError, Presenter, PresenterEvent, ShowError, Shown};
 
@@ -440,6 +440,16 @@ impl ShmPresenter {
     }
 }
 
+impl sealed::Window for ShmPresenter {
+    fn core(&self) -> &WindowCore {
+        &self.app.core
+    }
+
+    fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
 impl Presenter for ShmPresenter {
     fn name(&self) -> &'static str {
         "gl=off (wl_shm copy)"
@@ -458,26 +468,6 @@ impl Presenter for ShmPresenter {
             !app.core.events.is_empty() || (starved && app.has_buffer_for_next_frame(max_buffers))
         })?;
         Ok(self.app.core.take_events())
-    }
-
-    fn flush(&self) -> Result<(), PresentError> {
-        window::flush(&self.conn)
-    }
-
-    fn connection_fd(&self) -> BorrowedFd<'_> {
-        self.conn.as_fd()
-    }
-
-    fn is_closed(&self) -> bool {
-        self.app.core.closed
-    }
-
-    fn is_ready(&self) -> bool {
-        self.app.core.is_ready()
-    }
-
-    fn window_size(&self) -> Option<(u32, u32)> {
-        self.app.core.window_size
     }
 
     fn show(&mut self, export: &ExportedFramebuffer, damage: &[Rect]) -> Result<Shown, ShowError> {
