@@ -340,24 +340,7 @@ impl EglImporter {
                 return Err(e);
             }
         };
-        let texture = ImportedTexture {
-            texture,
-            chroma: None,
-            target,
-            format: image.format,
-            width: image.width,
-            height: image.height,
-        };
-        self.cache.insert(
-            key.buffer_id,
-            CachedImage {
-                generation: key.generation,
-                image: egl_image,
-                chroma_image: None,
-                texture,
-            },
-        );
-        Ok(texture)
+        Ok(self.remember(key, image, (texture, target, egl_image), None))
     }
 
     /// Whether `image` (already checked) is NV12 that this display imports as an `R8`
@@ -432,10 +415,27 @@ impl EglImporter {
                 return Err(e);
             }
         };
+        Ok(self.remember(
+            key,
+            image,
+            (luma, TextureTarget::Texture2D, luma_image),
+            Some((chroma, chroma_image)),
+        ))
+    }
+
+    /// Caches an import of `image` as `key`: the (luma) texture, where it is bound and
+    /// its EGL image, and for a two-plane NV12 import the CbCr texture and image.
+    fn remember(
+        &mut self,
+        key: BufferKey,
+        image: &DmaBufImage<impl AsFd>,
+        (texture, target, egl_image): (glow::Texture, TextureTarget, egl::Image),
+        chroma: Option<(glow::Texture, egl::Image)>,
+    ) -> ImportedTexture {
         let texture = ImportedTexture {
-            texture: luma,
-            chroma: Some(chroma),
-            target: TextureTarget::Texture2D,
+            texture,
+            chroma: chroma.map(|(texture, _)| texture),
+            target,
             format: image.format,
             width: image.width,
             height: image.height,
@@ -444,12 +444,12 @@ impl EglImporter {
             key.buffer_id,
             CachedImage {
                 generation: key.generation,
-                image: luma_image,
-                chroma_image: Some(chroma_image),
+                image: egl_image,
+                chroma_image: chroma.map(|(_, image)| image),
                 texture,
             },
         );
-        Ok(texture)
+        texture
     }
 
     pub(super) fn destroy_images(&mut self, images: &[egl::Image]) {

@@ -462,16 +462,17 @@ impl Worker {
             });
         }
         data.truncate(len as usize);
-        let frame = SharedFrame::new(Frame {
-            width,
-            height,
-            stride,
-            format,
-            pixman: pixman_format,
-            storage: Storage::Owned(data),
-        });
-        self.current = Current::Owned(frame.clone());
-        self.last_dmabuf = None;
+        let frame = self.new_frame(
+            Frame {
+                width,
+                height,
+                stride,
+                format,
+                pixman: pixman_format,
+                storage: Storage::Owned(data),
+            },
+            Current::Owned,
+        );
         Ok(Outcome::Event(QemuEvent::Scanout { frame }))
     }
 
@@ -647,17 +648,26 @@ impl Worker {
             true => Some((Arc::new(Memfd::from_fd(fd)?), u64::from(offset))),
             false => None,
         };
-        let frame = SharedFrame::new(Frame {
-            width,
-            height,
-            stride,
-            format,
-            pixman: pixman_format,
-            storage: Storage::Mapped { mapping, sealed },
-        });
-        self.current = Current::Mapped(frame.clone());
-        self.last_dmabuf = None;
+        let frame = self.new_frame(
+            Frame {
+                width,
+                height,
+                stride,
+                format,
+                pixman: pixman_format,
+                storage: Storage::Mapped { mapping, sealed },
+            },
+            Current::Mapped,
+        );
         Ok(Outcome::Event(QemuEvent::ScanoutMap { frame }))
+    }
+
+    /// Makes `frame` the console's current surface (`current` says how it is held).
+    fn new_frame(&mut self, frame: Frame, current: fn(SharedFrame) -> Current) -> SharedFrame {
+        let frame = SharedFrame::new(frame);
+        self.current = current(frame.clone());
+        self.last_dmabuf = None;
+        frame
     }
 
     #[allow(clippy::too_many_arguments)]
