@@ -72,7 +72,7 @@ fn pattern2(x: u32, y: u32) -> u32 {
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn connect(weston: &Weston, options: PresenterOptions) -> ShmPresenter {
-    ShmPresenter::connect_to(&weston.socket_path(), options)
+    ShmPresenter::connect(options.with_socket(weston.socket_path()))
         .unwrap_or_else(|e| panic!("presenter: {e}; weston log:\n{}", weston.log()))
 }
 

@@ -18,7 +18,7 @@ use guestfb::import::egl::TextureImportError;
 use guestfb::present::gl::Filter;
 use guestfb::present::wayland::{
     DmaBufPresenter, EglPresenter, GlPresentError, PassthroughError, Presenter, PresenterEvent,
-    WindowOptions,
+    PresenterOptions,
 };
 use guestfb::rect::Rect;
 use guestfb::source::demo::{pattern_rgb, Buffering, DemoConfig, DemoGuest, FIRST_BUFFER_ID};
@@ -93,9 +93,10 @@ fn wait_until(what: &str, weston: &Weston, mut dispatch: impl FnMut() -> bool) {
 }
 
 fn egl_presenter(weston: &Weston, width: u32, height: u32) -> EglPresenter {
-    let mut presenter =
-        EglPresenter::connect_to(&weston.socket_path(), WindowOptions::new(width, height))
-            .unwrap_or_else(|e| panic!("EglPresenter: {e}; weston log:\n{}", weston.log()));
+    let mut presenter = EglPresenter::connect(
+        PresenterOptions::new(width, height).with_socket(weston.socket_path()),
+    )
+    .unwrap_or_else(|e| panic!("EglPresenter: {e}; weston log:\n{}", weston.log()));
     presenter.set_filter(Filter::Nearest);
     presenter
 }
@@ -206,7 +207,7 @@ fn egl_presenter_refuses_a_scattered_memfd_export_clearly() {
 }
 
 fn passthrough(weston: &Weston, width: u32, height: u32) -> DmaBufPresenter {
-    DmaBufPresenter::connect_to(&weston.socket_path(), WindowOptions::new(width, height))
+    DmaBufPresenter::connect(PresenterOptions::new(width, height).with_socket(weston.socket_path()))
         .unwrap_or_else(|e| panic!("DmaBufPresenter: {e}; weston log:\n{}", weston.log()))
 }
 

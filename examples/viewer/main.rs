@@ -40,7 +40,7 @@ use clap::Parser;
 use guestfb::export::{Exporter, PinManager, PinPolicy, PinPurpose};
 use guestfb::format::PixelFormat;
 use guestfb::import::CpuMapping;
-use guestfb::present::wayland::{PresenterEvent, WindowOptions};
+use guestfb::present::wayland::{PresenterEvent, PresenterOptions};
 use guestfb::rect::Rect;
 
 use crate::presenter::{open_zero_copy, GlMode, PresentMode, Presenter, ShowError, Stats};
@@ -255,16 +255,16 @@ fn run() -> Result<(), Error> {
     );
 
     let title = format!("guestfb demo guest {width}x{height} {}", args.format);
-    let mut window = WindowOptions::new(width, height);
-    window.title = title.clone();
+    let mut window = PresenterOptions::new(width, height);
+    window.title = title;
     let mut presenter = match (args.gl, args.present) {
-        (GlMode::Off, _) | (_, PresentMode::Shm) => Presenter::open_shm(width, height, &title)?,
+        (GlMode::Off, _) | (_, PresentMode::Shm) => Presenter::open_shm(&window)?,
         (GlMode::On, mode) => open_zero_copy(mode, export, &window)?,
         (GlMode::Auto, mode) => match open_zero_copy(mode, export, &window) {
             Ok(presenter) => presenter,
             Err(why) => {
                 println!("viewer: gl=on not possible ({why}); falling back to gl=off");
-                Presenter::open_shm(width, height, &title)?
+                Presenter::open_shm(&window)?
             }
         },
     };
@@ -335,7 +335,7 @@ fn run() -> Result<(), Error> {
                     "viewer: {} failed ({why}); falling back to gl=off",
                     presenter.name()
                 );
-                presenter = Presenter::open_shm(width, height, &title)?;
+                presenter = Presenter::open_shm(&window)?;
                 println!("viewer: presenting with {}", presenter.name());
                 pending = vec![Rect::full(width, height)];
                 step_wanted = false;

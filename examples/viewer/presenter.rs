@@ -12,7 +12,7 @@ use guestfb::import::CpuMapping;
 use guestfb::present::wayland::EglPresenter;
 pub use guestfb::present::wayland::Presenter as WindowPresenter;
 use guestfb::present::wayland::{
-    DmaBufPresenter, PresenterEvent, PresenterOptions, ShmPresenter, Shown, WindowOptions,
+    DmaBufPresenter, PresenterEvent, PresenterOptions, ShmPresenter, Shown,
 };
 use guestfb::rect::Rect;
 
@@ -104,10 +104,8 @@ impl Presenter {
         }
     }
 
-    pub fn open_shm(width: u32, height: u32, title: &str) -> Result<Self, Error> {
-        let mut options = PresenterOptions::new(width, height);
-        options.title = title.to_owned();
-        Ok(Self::Shm(Box::new(ShmPresenter::connect(options)?)))
+    pub fn open_shm(options: &PresenterOptions) -> Result<Self, Error> {
+        Ok(Self::Shm(Box::new(ShmPresenter::connect(options.clone())?)))
     }
 
     pub fn dispatch(&mut self, timeout: Duration) -> Result<Vec<PresenterEvent>, Error> {
@@ -211,7 +209,7 @@ pub fn choose_zero_copy(
 pub fn open_zero_copy(
     mode: PresentMode,
     export: &ExportedFramebuffer,
-    window: &WindowOptions,
+    window: &PresenterOptions,
 ) -> Result<Presenter, String> {
     match choose_zero_copy(mode, export)? {
         PresentMode::Passthrough => DmaBufPresenter::connect(window.clone())

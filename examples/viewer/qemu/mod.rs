@@ -25,7 +25,7 @@ use guestfb::export::ExportedFramebuffer;
 use guestfb::format::PixelFormat;
 use guestfb::import::convert::{self, Dest, DestFormat, Source, SourcePlane};
 use guestfb::import::CpuMapping;
-use guestfb::present::wayland::{PresenterEvent, WindowOptions};
+use guestfb::present::wayland::{PresenterEvent, PresenterOptions};
 use guestfb::rect::Rect;
 use guestfb::source::qemu::{
     ConsoleInfo, ListenerOptions, MouseButton, QemuAddress, QemuConsole, QemuDisplay, QemuEvent,
@@ -186,11 +186,10 @@ impl Head {
     fn open(display: &QemuDisplay, id: u32, vm: &str, args: &QemuArgs) -> Result<Self, Error> {
         let (console, info, listener) = attach(display, id, args)?;
         let title = format!("guestfb: {vm} console {id} ({})", info.label);
-        let presenter = Presenter::open_shm(
-            info.width.clamp(1, 16384),
-            info.height.clamp(1, 16384),
-            &title,
-        )?;
+        let mut options =
+            PresenterOptions::new(info.width.clamp(1, 16384), info.height.clamp(1, 16384));
+        options.title = title.clone();
+        let presenter = Presenter::open_shm(&options)?;
         println!(
             "viewer: QEMU console {id} ({}, {}x{}) attached, {} transport",
             info.label,
@@ -230,8 +229,8 @@ impl Head {
         })
     }
 
-    fn window(&self, width: u32, height: u32) -> WindowOptions {
-        let mut window = WindowOptions::new(width, height);
+    fn window(&self, width: u32, height: u32) -> PresenterOptions {
+        let mut window = PresenterOptions::new(width, height);
         window.title = self.title.clone();
         window
     }
@@ -284,7 +283,7 @@ impl Head {
                     self.id
                 );
             }
-            self.presenter = Presenter::open_shm(width, height, &self.title)?;
+            self.presenter = Presenter::open_shm(&self.window(width, height))?;
             println!(
                 "viewer: console {}: presenting with {}",
                 self.id,
@@ -320,7 +319,7 @@ impl Head {
         self.zero_copy_off = Some(why);
         if self.presenter.is_zero_copy() {
             let (width, height) = self.picture_size().unwrap_or((1, 1));
-            self.presenter = Presenter::open_shm(width, height, &self.title)?;
+            self.presenter = Presenter::open_shm(&self.window(width, height))?;
         }
         Ok(())
     }

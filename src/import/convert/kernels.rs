@@ -148,46 +148,37 @@ impl Job<'_> {
 
 /// 32-bit → 32-bit with alpha forced to 0xFF, R/B swapped when `swap`.
 fn swizzle32(simd: Simd, swap: bool, src: VolatileSlice<'_>, dst: &mut [u8]) {
-    match (simd, swap) {
-        #[cfg(target_arch = "x86_64")]
-        (Simd::Avx2, true) => {
-            // SAFETY: `Simd::Avx2` is only selected when AVX2 was detected at run time.
-            unsafe { x86::shuffle32_avx2::<true, true>(src, dst) }
-        }
-        #[cfg(target_arch = "x86_64")]
-        (Simd::Avx2, false) => {
-            // SAFETY: as above, AVX2 was detected.
-            unsafe { x86::shuffle32_avx2::<false, true>(src, dst) }
-        }
-        #[cfg(target_arch = "x86_64")]
-        (Simd::Ssse3, true) => {
-            // SAFETY: `Simd::Ssse3` is only selected when SSSE3 was detected at run time.
-            unsafe { x86::shuffle32_ssse3::<true, true>(src, dst) }
-        }
-        #[cfg(target_arch = "x86_64")]
-        (Simd::Ssse3, false) => {
-            // SAFETY: as above, SSSE3 was detected.
-            unsafe { x86::shuffle32_ssse3::<false, true>(src, dst) }
-        }
-        (_, true) => staged(src, 4, dst, portable::words32::<true, true>),
-        (_, false) => staged(src, 4, dst, portable::words32::<false, true>),
+    if swap {
+        shuffle32::<true, true>(simd, src, dst);
+    } else {
+        shuffle32::<false, true>(simd, src, dst);
     }
 }
 
 /// 32-bit → 32-bit with R/B swapped and alpha kept.
 fn swap32_keep_alpha(simd: Simd, src: VolatileSlice<'_>, dst: &mut [u8]) {
+    shuffle32::<true, false>(simd, src, dst);
+}
+
+/// 32-bit → 32-bit: R/B swapped when `SWAP`, alpha forced to 0xFF when `ALPHA`, by the
+/// best kernel the CPU has.
+fn shuffle32<const SWAP: bool, const ALPHA: bool>(
+    simd: Simd,
+    src: VolatileSlice<'_>,
+    dst: &mut [u8],
+) {
     match simd {
         #[cfg(target_arch = "x86_64")]
         Simd::Avx2 => {
             // SAFETY: `Simd::Avx2` is only selected when AVX2 was detected at run time.
-            unsafe { x86::shuffle32_avx2::<true, false>(src, dst) }
+            unsafe { x86::shuffle32_avx2::<SWAP, ALPHA>(src, dst) }
         }
         #[cfg(target_arch = "x86_64")]
         Simd::Ssse3 => {
             // SAFETY: `Simd::Ssse3` is only selected when SSSE3 was detected at run time.
-            unsafe { x86::shuffle32_ssse3::<true, false>(src, dst) }
+            unsafe { x86::shuffle32_ssse3::<SWAP, ALPHA>(src, dst) }
         }
-        _ => staged(src, 4, dst, portable::words32::<true, false>),
+        _ => staged(src, 4, dst, portable::words32::<SWAP, ALPHA>),
     }
 }
 

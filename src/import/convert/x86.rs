@@ -7,25 +7,36 @@ use crate::sys::volatile::VolatileSlice;
 
 use super::portable::{nv12_row, rgb565_words, staged, words24, words32};
 
-/// Byte shuffle for one 16-byte lane of 32-bit pixels: swap bytes 0 and 2 of each
-/// pixel when `swap`, else identity.
-const fn mask32(swap: bool) -> [i8; 16] {
+/// Byte shuffle of four `BPP`-byte pixels (3 or 4) into one 16-byte lane of 32-bit
+/// pixels: bytes 0 and 2 of each pixel swapped when `swap`; the fourth byte kept (32-bit)
+/// or zeroed (24-bit, for an OR with 0xFF after).
+const fn shuffle_mask<const BPP: usize>(swap: bool) -> [i8; 16] {
     let mut m = [0i8; 16];
-    let mut i = 0;
-    while i < 4 {
-        let base = (i * 4) as i8;
-        if swap {
-            m[i * 4] = base + 2;
-            m[i * 4 + 2] = base;
-        } else {
-            m[i * 4] = base;
-            m[i * 4 + 2] = base + 2;
-        }
-        m[i * 4 + 1] = base + 1;
-        m[i * 4 + 3] = base + 3;
-        i += 1;
+    let mut p = 0;
+    while p < 4 {
+        let s = (p * BPP) as i8;
+        m[p * 4] = if swap { s + 2 } else { s };
+        m[p * 4 + 1] = s + 1;
+        m[p * 4 + 2] = if swap { s } else { s + 2 };
+        m[p * 4 + 3] = if BPP == 4 { s + 3 } else { -128 };
+        p += 1;
     }
     m
+}
+
+/// Bytes `from..to` of 32-bit pixels that a vector loop leaves, by the portable loop.
+fn rest32<const SWAP: bool, const ALPHA: bool>(
+    src: VolatileSlice<'_>,
+    dst: &mut [u8],
+    from: usize,
+    to: usize,
+) {
+    if let (Ok(s), Some(d)) = (
+        src.subslice(from, to.saturating_sub(from)),
+        dst.get_mut(from..to),
+    ) {
+        staged(s, 4, d, words32::<SWAP, ALPHA>);
+    }
 }
 
 /// 32-bit pixels, AVX2: swap R/B when `SWAP`, OR alpha 0xFF when `ALPHA`.
@@ -46,14 +57,12 @@ pub(super) unsafe fn shuffle32_avx2<const SWAP: bool, const ALPHA: bool>(
     } else {
         0
     };
-    if let (Ok(s), Some(d)) = (src.subslice(0, i), dst.get_mut(..i)) {
-        staged(s, 4, d, words32::<SWAP, ALPHA>);
-    }
+    rest32::<SWAP, ALPHA>(src, dst, 0, i);
     // SAFETY: AVX2 is present (caller's contract); each load reads src[i..i + 32]
     // and each store writes dst[i..i + 32] with i + 32 ≤ n ≤ both lengths; the
     // unaligned load/store intrinsics have no alignment requirement.
     unsafe {
-        let m = mask32(SWAP);
+        let m = shuffle_mask::<4>(SWAP);
         let m128 = _mm_loadu_si128(m.as_ptr().cast());
         let mask = _mm256_broadcastsi128_si256(m128);
         let alpha = _mm256_set1_epi32(if ALPHA { 0xFF00_0000u32 as i32 } else { 0 });
@@ -88,9 +97,7 @@ pub(super) unsafe fn shuffle32_avx2<const SWAP: bool, const ALPHA: bool>(
             i += 32;
         }
     }
-    if let (Ok(s), Some(d)) = (src.subslice(i, n - i), dst.get_mut(i..n)) {
-        staged(s, 4, d, words32::<SWAP, ALPHA>);
-    }
+    rest32::<SWAP, ALPHA>(src, dst, i, n);
 }
 
 /// 32-bit pixels, SSSE3: swap R/B when `SWAP`, OR alpha 0xFF when `ALPHA`.
@@ -108,7 +115,7 @@ pub(super) unsafe fn shuffle32_ssse3<const SWAP: bool, const ALPHA: bool>(
     // and each store writes dst[i..i + 16] with i + 16 ≤ n ≤ both lengths;
     // unaligned intrinsics.
     unsafe {
-        let m = mask32(SWAP);
+        let m = shuffle_mask::<4>(SWAP);
         let mask = _mm_loadu_si128(m.as_ptr().cast());
         let alpha = _mm_set1_epi32(if ALPHA { 0xFF00_0000u32 as i32 } else { 0 });
         let sp = src.as_ptr();
@@ -121,9 +128,7 @@ pub(super) unsafe fn shuffle32_ssse3<const SWAP: bool, const ALPHA: bool>(
             i += 16;
         }
     }
-    if let (Ok(s), Some(d)) = (src.subslice(i, n - i), dst.get_mut(i..n)) {
-        staged(s, 4, d, words32::<SWAP, ALPHA>);
-    }
+    rest32::<SWAP, ALPHA>(src, dst, i, n);
 }
 
 /// RGB565 → B G R 0xFF: the portable loop, compiled for AVX2 (the compiler
@@ -159,21 +164,7 @@ pub(super) unsafe fn rgb24_ssse3<const RGB: bool>(src: VolatileSlice<'_>, dst: &
     // condition) and stores dst[di..di + 16] for 4 pixels (di + 16 = 4 × (done + 4)
     // ≤ 4 × pixels ≤ dst.len()); unaligned intrinsics.
     unsafe {
-        let mut m = [0i8; 16];
-        let mut p = 0;
-        while p < 4 {
-            let s = (p * 3) as i8;
-            if RGB {
-                m[p * 4] = s + 2;
-                m[p * 4 + 2] = s;
-            } else {
-                m[p * 4] = s;
-                m[p * 4 + 2] = s + 2;
-            }
-            m[p * 4 + 1] = s + 1;
-            m[p * 4 + 3] = -128; // zero, then OR 0xFF
-            p += 1;
-        }
+        let m = shuffle_mask::<3>(RGB);
         let mask = _mm_loadu_si128(m.as_ptr().cast());
         let alpha = _mm_set1_epi32(0xFF00_0000u32 as i32);
         let sp = src.as_ptr();

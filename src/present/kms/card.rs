@@ -129,42 +129,53 @@ impl Card {
     }
 }
 
-/// A GEM handle, closed on drop.
-#[derive(Debug)]
-pub(super) struct Gem {
-    pub(super) card: Card,
-    pub(super) handle: buffer::Handle,
+/// A KMS object guestfb created on a card, given back when its [`Held`] drops.
+pub(super) trait Release: Copy + std::fmt::Debug {
+    /// Gives the object back; errors are ignored (the card may be gone).
+    fn release(self, card: &Card);
 }
 
-impl Drop for Gem {
+/// A card object held until drop.
+#[derive(Debug)]
+pub(super) struct Held<H: Release> {
+    pub(super) card: Card,
+    pub(super) handle: H,
+}
+
+impl<H: Release> Drop for Held<H> {
     fn drop(&mut self) {
-        let _ = self.card.close_buffer(self.handle);
+        self.handle.release(&self.card);
+    }
+}
+
+/// A GEM handle, closed on drop.
+pub(super) type Gem = Held<buffer::Handle>;
+
+impl Release for buffer::Handle {
+    fn release(self, card: &Card) {
+        let _ = card.close_buffer(self);
     }
 }
 
 /// A KMS framebuffer, removed on drop (RMFB also takes it off any plane still showing it).
-#[derive(Debug)]
-pub(super) struct Fb {
-    pub(super) card: Card,
-    pub(super) handle: framebuffer::Handle,
-}
+pub(super) type Fb = Held<framebuffer::Handle>;
 
-impl Drop for Fb {
-    fn drop(&mut self) {
-        let _ = self.card.destroy_framebuffer(self.handle);
+impl Release for framebuffer::Handle {
+    fn release(self, card: &Card) {
+        let _ = card.destroy_framebuffer(self);
     }
 }
 
 /// A property blob, destroyed on drop.
-#[derive(Debug)]
-pub(super) struct Blob {
-    pub(super) card: Card,
-    pub(super) id: u64,
-}
+pub(super) type Blob = Held<BlobId>;
 
-impl Drop for Blob {
-    fn drop(&mut self) {
-        let _ = self.card.destroy_property_blob(self.id);
+/// A property blob's id.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BlobId(pub(super) u64);
+
+impl Release for BlobId {
+    fn release(self, card: &Card) {
+        let _ = card.destroy_property_blob(self.0);
     }
 }
 

@@ -11,7 +11,7 @@ use drm::control::{
 
 use crate::format::{Modifier, PixelFormat};
 
-use super::card::{Blob, Card};
+use super::card::{Blob, BlobId, Card};
 use super::error::{ioctl, KmsError};
 use super::placement::Placement;
 
@@ -330,7 +330,7 @@ impl Pipe {
         req.add_property(
             self.crtc,
             self.crtc_props.handle("MODE_ID")?,
-            property::Value::Blob(blob.id),
+            property::Value::Blob(blob.handle.0),
         );
         req.add_property(
             self.crtc,
@@ -350,7 +350,7 @@ impl Pipe {
         };
         Ok(Blob {
             card: card.clone(),
-            id,
+            handle: BlobId(id),
         })
     }
 

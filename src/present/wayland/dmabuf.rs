@@ -24,22 +24,22 @@
 //! and tears.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
-use std::time::Duration;
 
 use smithay_client_toolkit::compositor::{CompositorState, FrameCallbackData};
 use smithay_client_toolkit::dmabuf::{DmabufFeedback, DmabufHandler, DmabufState};
 use smithay_client_toolkit::shm::Shm;
 use wayland_client::backend::ObjectId;
 use wayland_client::protocol::{wl_buffer, wl_output};
-use wayland_client::{Connection, Dispatch, EventQueue, Proxy, QueueHandle};
+use wayland_client::{Connection, Dispatch, Proxy, QueueHandle};
 use wayland_protocols::wp::linux_dmabuf::zv1::client::{
     zwp_linux_buffer_params_v1, zwp_linux_dmabuf_feedback_v1,
 };
 
-use super::presenter::sealed;
-use super::window::{self, missing, window_handlers, CoreOptions, WindowCore};
-use super::{PresentError, Presenter, PresenterEvent, ShowError, Shown, WindowOptions};
+use super::presenter::sealed::impl_window;
+use super::window::{self, missing, window_handlers, Client, CoreOptions, WindowCore};
+use super::{
+    PresentError, PresentPath, Presenter, PresenterEvent, PresenterOptions, ShowError, Shown,
+};
 use crate::export::ExportedFramebuffer;
 use crate::format::{Modifier, PixelFormat};
 use crate::import::dmabuf::{with_export_image, DmaBufImageError};
@@ -153,29 +153,20 @@ impl App {
 pub struct DmaBufPresenter {
     cache: HashMap<u64, CachedBuffer>,
     transform: Option<wl_output::Transform>,
-    queue: EventQueue<App>,
-    qh: QueueHandle<App>,
-    app: App,
-    conn: Connection,
+    client: Client<App>,
 }
 
 impl DmaBufPresenter {
-    /// Connects to the compositor named by `WAYLAND_DISPLAY` and opens the window.
-    pub fn connect(options: WindowOptions) -> Result<Self, PresentError> {
-        Self::from_connection(Connection::connect_to_env()?, options)
-    }
-
-    /// Connects to the compositor socket at `socket`.
-    pub fn connect_to(socket: &Path, options: WindowOptions) -> Result<Self, PresentError> {
-        Self::from_connection(window::connect_socket(socket)?, options)
-    }
-
-    /// Opens the window on an existing connection. Fails with
+    /// Connects to the compositor of [`PresenterOptions::socket`] and opens the window. Fails with
     /// [`PresentError::MissingGlobal`] when the compositor has no `zwp_linux_dmabuf_v1`
     /// (v3 or later).
-    pub fn from_connection(conn: Connection, options: WindowOptions) -> Result<Self, PresentError> {
-        let (globals, mut queue) = window::init_queue::<App>(&conn)?;
-        let qh = queue.handle();
+    pub fn connect(options: PresenterOptions) -> Result<Self, PresentError> {
+        let window::Opened {
+            conn,
+            globals,
+            queue,
+            qh,
+        } = window::open::<App>(options.socket.as_deref())?;
         let dmabuf = DmabufState::new(&globals, &qh);
         let Some(version) = dmabuf.version() else {
             return Err(PresentError::MissingGlobal {
@@ -202,7 +193,7 @@ impl DmaBufPresenter {
         } else {
             None
         };
-        let mut app = App {
+        let app = App {
             core,
             dmabuf,
             feedback_formats: None,
@@ -210,22 +201,20 @@ impl DmaBufPresenter {
             creations: HashMap::new(),
             held: HashMap::new(),
         };
+        let mut client = Client::new(conn, queue, app);
         // Formats (v3 events or v4 feedback) and usually the first configure.
-        queue.roundtrip(&mut app)?;
-        queue.roundtrip(&mut app)?;
+        client.roundtrip()?;
+        client.roundtrip()?;
         Ok(Self {
             cache: HashMap::new(),
             transform: None,
-            queue,
-            qh,
-            app,
-            conn,
+            client,
         })
     }
 
     /// The (fourcc, modifier) pairs the compositor takes as dma-bufs.
     pub fn offered_formats(&self) -> Vec<(u32, u64)> {
-        self.app.offered()
+        self.client.app.offered()
     }
 
     /// The modifier to send for `format` with the export's `modifier`, if the compositor
@@ -234,13 +223,15 @@ impl DmaBufPresenter {
     pub fn accepts(&self, format: PixelFormat, modifier: Modifier) -> Option<u64> {
         let fourcc = format.fourcc() as u32;
         let raw = modifier.raw();
-        if self.app.offers(fourcc, raw) {
+        if self.client.app.offers(fourcc, raw) {
             return Some(raw);
         }
-        if (modifier.is_linear() || raw == MOD_INVALID) && self.app.offers(fourcc, MOD_INVALID) {
+        if (modifier.is_linear() || raw == MOD_INVALID)
+            && self.client.app.offers(fourcc, MOD_INVALID)
+        {
             return Some(MOD_INVALID);
         }
-        if raw == MOD_INVALID && self.app.offers(fourcc, 0) {
+        if raw == MOD_INVALID && self.client.app.offers(fourcc, 0) {
             return Some(0);
         }
         None
@@ -255,7 +246,12 @@ impl DmaBufPresenter {
     /// released (`wl_buffer.release`) since it was last attached, or forgotten. A guest
     /// buffer may be drawn into only then; the compositor may read it until then.
     pub fn is_released(&self, buffer_id: u64) -> bool {
-        !self.app.held.values().any(|&(id, _)| id == buffer_id)
+        !self
+            .client
+            .app
+            .held
+            .values()
+            .any(|&(id, _)| id == buffer_id)
     }
 
     /// The `wl_buffer` of `export`, created (and awaited) on a cache miss.
@@ -291,8 +287,8 @@ impl DmaBufPresenter {
         // buffer's y_invert flag: weston 14's GL renderer drew y_invert dma-bufs with the
         // memory rows at the picture's bottom edge missing (seen in the host test).
         let flags = zwp_linux_buffer_params_v1::Flags::empty();
-        let dmabuf = &self.app.dmabuf;
-        let qh = &self.qh;
+        let dmabuf = &self.client.app.dmabuf;
+        let qh = &self.client.qh;
         let params = with_export_image(export, |image, _| {
             let params = dmabuf.create_params(qh).map_err(|e| {
                 PassthroughError::Wayland(PresentError::MissingGlobal {
@@ -311,15 +307,16 @@ impl DmaBufPresenter {
             ))
         })??;
         let key = params.id().protocol_id();
-        self.app.creations.insert(key, Creation::Pending);
+        self.client.app.creations.insert(key, Creation::Pending);
         // The fds went with the request; wait for created/failed.
-        while matches!(self.app.creations.get(&key), Some(Creation::Pending)) {
-            self.queue
-                .roundtrip(&mut self.app)
+        while matches!(self.client.app.creations.get(&key), Some(Creation::Pending)) {
+            self.client
+                .queue
+                .roundtrip(&mut self.client.app)
                 .map_err(PresentError::from)?;
         }
         params.destroy();
-        match self.app.creations.remove(&key) {
+        match self.client.app.creations.remove(&key) {
             Some(Creation::Created(buffer)) => {
                 self.cache.insert(
                     export.buffer_id(),
@@ -357,7 +354,7 @@ impl DmaBufPresenter {
         // Source crop in buffer coordinates: memory rows (the buffer transform flips a
         // bottom-up picture after the crop).
         let src_y = layout.visible_in_memory().y;
-        let child_viewport = &self.app.core.letterbox().child_viewport;
+        let child_viewport = &self.client.app.core.letterbox().child_viewport;
         if visible == Rect::full(width, height) {
             child_viewport.set_source(-1.0, -1.0, -1.0, -1.0);
         } else {
@@ -368,8 +365,11 @@ impl DmaBufPresenter {
                 f64::from(visible.height),
             );
         }
-        self.app.core.set_picture((visible.width, visible.height));
-        let child = &self.app.core.letterbox().child;
+        self.client
+            .app
+            .core
+            .set_picture((visible.width, visible.height));
+        let child = &self.client.app.core.letterbox().child;
         let transform = if layout.y0_top() {
             wl_output::Transform::Normal
         } else {
@@ -382,7 +382,8 @@ impl DmaBufPresenter {
         }
         child.attach(Some(&buffer), 0, 0);
         // Held from this commit until the compositor releases it.
-        self.app
+        self.client
+            .app
             .held
             .insert(buffer.id(), (export.buffer_id(), export.generation()));
         let clipped: Vec<Rect> = damage
@@ -406,47 +407,24 @@ impl DmaBufPresenter {
                 child.damage_buffer(r.x as i32, r.y as i32, r.width as i32, r.height as i32);
             }
         }
-        child.frame(&self.qh, FrameCallbackData(child.clone()));
+        child.frame(&self.client.qh, FrameCallbackData(child.clone()));
         child.commit();
-        self.app.core.frame_pending = true;
+        self.client.app.core.frame_pending = true;
         self.flush()?;
         Ok(true)
     }
 }
 
-impl sealed::Window for DmaBufPresenter {
-    fn core(&self) -> &WindowCore {
-        &self.app.core
-    }
-
-    fn connection(&self) -> &Connection {
-        &self.conn
-    }
-}
+impl_window!(DmaBufPresenter);
 
 impl Presenter for DmaBufPresenter {
-    fn name(&self) -> &'static str {
-        "gl=on (linux-dmabuf passthrough)"
-    }
-
-    fn is_zero_copy(&self) -> bool {
-        true
-    }
-
-    fn dispatch(&mut self, timeout: Option<Duration>) -> Result<Vec<PresenterEvent>, PresentError> {
-        window::dispatch_until(&self.conn, &mut self.queue, &mut self.app, timeout, |app| {
-            !app.core.events.is_empty()
-        })?;
-        Ok(self.app.core.take_events())
+    fn path(&self) -> PresentPath {
+        PresentPath::DmaBufPassthrough
     }
 
     fn show(&mut self, export: &ExportedFramebuffer, damage: &[Rect]) -> Result<Shown, ShowError> {
         match self.present(export, damage) {
-            Ok(true) => Ok(Shown::Presented {
-                bytes_copied: 0,
-                copy_time: Duration::ZERO,
-            }),
-            Ok(false) => Ok(Shown::NotNow),
+            Ok(presented) => Ok(Shown::zero_copy(presented)),
             Err(PassthroughError::Wayland(error)) => Err(ShowError::failed(error)),
             Err(error) => Err(ShowError::Refused(error.into())),
         }
@@ -455,7 +433,7 @@ impl Presenter for DmaBufPresenter {
     fn forget(&mut self, buffer_id: u64) -> bool {
         match self.cache.remove(&buffer_id) {
             Some(cached) => {
-                self.app.held.remove(&cached.buffer.id());
+                self.client.app.held.remove(&cached.buffer.id());
                 cached.buffer.destroy();
                 let _ = self.flush();
                 true
@@ -474,11 +452,9 @@ impl Drop for DmaBufPresenter {
         for (_, cached) in self.cache.drain() {
             cached.buffer.destroy();
         }
-        if let Some(feedback) = self.app.feedback.take() {
+        if let Some(feedback) = self.client.app.feedback.take() {
             feedback.destroy();
         }
-        self.app.core.destroy();
-        let _ = self.conn.flush();
     }
 }
 

@@ -13,18 +13,16 @@
 //! compositor only ever reads our EGL window's buffers, never the guest's.
 
 use std::ffi::c_void;
-use std::path::Path;
-use std::time::Duration;
 
 use khronos_egl as egl;
 use smithay_client_toolkit::compositor::{CompositorState, FrameCallbackData};
 use smithay_client_toolkit::shell::WaylandSurface;
-use wayland_client::{Connection, EventQueue, Proxy, QueueHandle};
+use wayland_client::{Connection, Proxy};
 use wayland_egl::WlEglSurface;
 
-use super::presenter::sealed;
-use super::window::{self, missing, window_handlers, CoreOptions, WindowCore};
-use super::{PresentError, Presenter, PresenterEvent, ShowError, Shown, WindowOptions};
+use super::presenter::sealed::impl_window;
+use super::window::{self, missing, window_handlers, Client, CoreOptions, WindowCore};
+use super::{PresentError, PresentPath, Presenter, PresenterOptions, ShowError, Shown};
 use crate::export::ExportedFramebuffer;
 use crate::import::egl::{EglError, EglImporter, ImportedTexture, TextureImportError};
 use crate::present::gl::{DrawParams, Filter, GlRenderer, RenderError};
@@ -101,32 +99,19 @@ pub struct EglPresenter {
     importer: Option<EglImporter>,
     last: Option<ExportedFramebuffer>,
     filter: Filter,
-    queue: EventQueue<App>,
-    qh: QueueHandle<App>,
-    app: App,
-    conn: Connection,
+    client: Client<App>,
 }
 
 impl EglPresenter {
-    /// Connects to the compositor named by `WAYLAND_DISPLAY` and opens the window.
-    pub fn connect(options: WindowOptions) -> Result<Self, GlPresentError> {
-        let conn = Connection::connect_to_env().map_err(PresentError::from)?;
-        Self::from_connection(conn, options)
-    }
-
-    /// Connects to the compositor socket at `socket`.
-    pub fn connect_to(socket: &Path, options: WindowOptions) -> Result<Self, GlPresentError> {
-        Self::from_connection(window::connect_socket(socket)?, options)
-    }
-
-    /// Opens the window and an EGL display on an existing connection (which must use
-    /// libwayland's client, the `wayland-egl` feature's system backend).
-    pub fn from_connection(
-        conn: Connection,
-        options: WindowOptions,
-    ) -> Result<Self, GlPresentError> {
-        let (globals, mut queue) = window::init_queue::<App>(&conn)?;
-        let qh = queue.handle();
+    /// Connects to the compositor of [`PresenterOptions::socket`] and opens the window
+    /// and an EGL display on it.
+    pub fn connect(options: PresenterOptions) -> Result<Self, GlPresentError> {
+        let window::Opened {
+            conn,
+            globals,
+            queue,
+            qh,
+        } = window::open::<App>(options.socket.as_deref())?;
         let compositor = CompositorState::bind(&globals, &qh).map_err(missing("wl_compositor"))?;
         let core = WindowCore::new(
             &globals,
@@ -143,8 +128,8 @@ impl EglPresenter {
         // SAFETY: the display pointer belongs to `conn`, which the presenter keeps and
         // drops after the importer (Drop below).
         let importer = unsafe { EglImporter::from_wayland(display_ptr(&conn)) }?;
-        let mut app = App { core };
-        queue.roundtrip(&mut app).map_err(PresentError::from)?;
+        let mut client = Client::new(conn, queue, App { core });
+        client.roundtrip()?;
         let renderer = GlRenderer::new(importer.gl())?;
         Ok(Self {
             renderer: Some(renderer),
@@ -152,10 +137,7 @@ impl EglPresenter {
             importer: Some(importer),
             last: None,
             filter: Filter::Linear,
-            queue,
-            qh,
-            app,
-            conn,
+            client,
         })
     }
 
@@ -179,20 +161,20 @@ impl EglPresenter {
 
     /// Sets the window title.
     pub fn set_title(&self, title: &str) {
-        self.app.core.window.set_title(title);
+        self.client.app.core.window.set_title(title);
     }
 
     /// Integer output scale of the window.
     pub fn scale(&self) -> u32 {
-        self.app.core.scale
+        self.client.app.core.scale
     }
 
     /// Creates or resizes the EGL window to the window's buffer size.
     fn ensure_egl_window(&mut self) -> Result<(), GlPresentError> {
-        let Some(size) = self.app.buffer_size() else {
+        let Some(size) = self.client.app.buffer_size() else {
             return Ok(());
         };
-        let surface = self.app.core.window.wl_surface().clone();
+        let surface = self.client.app.core.window.wl_surface().clone();
         if let Some(window) = &mut self.egl_window {
             if window.size != size {
                 window.window.resize(size.0 as i32, size.1 as i32, 0, 0);
@@ -227,7 +209,7 @@ impl EglPresenter {
             // Our frame callbacks pace; EGL must not wait for its own in SwapBuffers.
             let _ = egl.swap_interval(importer.display(), 0);
         }
-        surface.set_buffer_scale(self.app.core.scale as i32);
+        surface.set_buffer_scale(self.client.app.core.scale as i32);
         Ok(())
     }
 
@@ -271,8 +253,8 @@ impl EglPresenter {
             }
             None => clear_black(gl, size),
         }
-        let wl_surface = self.app.core.window.wl_surface().clone();
-        wl_surface.frame(&self.qh, FrameCallbackData(wl_surface.clone()));
+        let wl_surface = self.client.app.core.window.wl_surface().clone();
+        wl_surface.frame(&self.client.qh, FrameCallbackData(wl_surface.clone()));
         importer
             .egl()
             .swap_buffers(importer.display(), surface)
@@ -285,8 +267,8 @@ impl EglPresenter {
         // flushes; a GPU or llvmpipe may still be reading the dma-buf.)
         // SAFETY: the importer's context is current on this thread (made so above).
         unsafe { glow::HasContext::finish(gl) };
-        self.app.core.frame_pending = true;
-        self.app.core.resized = false;
+        self.client.app.core.frame_pending = true;
+        self.client.app.core.resized = false;
         if let Some((_, export)) = texture {
             self.last = Some(export);
         }
@@ -295,44 +277,21 @@ impl EglPresenter {
     }
 }
 
-impl sealed::Window for EglPresenter {
-    fn core(&self) -> &WindowCore {
-        &self.app.core
-    }
-
-    fn connection(&self) -> &Connection {
-        &self.conn
-    }
-}
+impl_window!(EglPresenter);
 
 impl Presenter for EglPresenter {
-    fn name(&self) -> &'static str {
-        "gl=on (EGL import, GL renderer)"
-    }
-
-    fn is_zero_copy(&self) -> bool {
-        true
-    }
-
-    fn dispatch(&mut self, timeout: Option<Duration>) -> Result<Vec<PresenterEvent>, PresentError> {
-        window::dispatch_until(&self.conn, &mut self.queue, &mut self.app, timeout, |app| {
-            !app.core.events.is_empty()
-        })?;
-        Ok(self.app.core.take_events())
+    fn path(&self) -> PresentPath {
+        PresentPath::EglImport
     }
 
     fn needs_redraw(&self) -> bool {
-        self.app.core.resized
+        self.client.app.core.resized
     }
 
     fn show(&mut self, export: &ExportedFramebuffer, _damage: &[Rect]) -> Result<Shown, ShowError> {
         // The whole window is drawn each time: damage does not narrow a GL draw.
         match self.present(Some(export)) {
-            Ok(true) => Ok(Shown::Presented {
-                bytes_copied: 0,
-                copy_time: Duration::ZERO,
-            }),
-            Ok(false) => Ok(Shown::NotNow),
+            Ok(presented) => Ok(Shown::zero_copy(presented)),
             Err(error) if error.is_import_error() => Err(ShowError::Refused(error.into())),
             Err(error) => Err(ShowError::failed(error)),
         }
@@ -417,7 +376,6 @@ impl Drop for EglPresenter {
         }
         // The importer deletes its textures and images and destroys its context.
         self.importer = None;
-        let _ = self.conn.flush();
     }
 }
 

@@ -8,6 +8,12 @@
 //! and draws it into an EGL window (gl=on). [`DmaBufPresenter`] hands the dma-buf to the
 //! compositor as a `zwp_linux_dmabuf_v1` buffer (passthrough, no GL of ours).
 
+use wayland_client::backend::WaylandError;
+
+use std::path::PathBuf;
+
+use crate::format::PixelFormat;
+
 mod damage;
 mod dmabuf;
 #[cfg(feature = "wayland-egl")]
@@ -20,35 +26,54 @@ pub use damage::{fit_letterbox, Placement};
 pub use dmabuf::{compositor_dmabuf_formats, DmaBufPresenter, PassthroughError};
 #[cfg(feature = "wayland-egl")]
 pub use egl::{EglPresenter, GlPresentError};
-pub use presenter::{Presenter, ShowError, Shown};
-pub use shm::{PresenterOptions, ShmFrame, ShmPresenter};
+pub use presenter::{PresentPath, Presenter, ShowError, Shown};
+pub use shm::{ShmFrame, ShmPresenter};
 
-/// How a window of the EGL or passthrough presenter is set up.
+/// How a presenter's window is set up (every presenter takes the same options).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WindowOptions {
+pub struct PresenterOptions {
+    /// The compositor's socket (e.g. `$XDG_RUNTIME_DIR/wayland-1`); `None`: the one
+    /// `WAYLAND_DISPLAY` names.
+    pub socket: Option<PathBuf>,
     /// Window title.
     pub title: String,
-    /// xdg app id; `guestfb` by default.
+    /// xdg app id (desktop file name); `guestfb` by default.
     pub app_id: String,
-    /// Window width (logical pixels) when the compositor lets the client choose.
+    /// The picture's width in pixels: the window's width where the compositor lets the
+    /// client choose, and the wl_shm presenter's frame width.
     pub width: u32,
-    /// Window height when the compositor lets the client choose.
+    /// The picture's height in pixels (as `width`).
     pub height: u32,
+    /// The wl_shm presenter's buffer format: `Xrgb8888` and `Argb8888` work everywhere;
+    /// other single-plane formats where the compositor's wl_shm offers them. The gl=on
+    /// presenters show each export in its own format and ignore this.
+    pub format: PixelFormat,
+    /// Most wl_shm buffers kept (2 or 3; 3 by default): the compositor may hold one
+    /// while the caller writes another; a third absorbs a late release. The gl=on
+    /// presenters ignore it.
+    pub max_buffers: usize,
 }
 
-impl WindowOptions {
-    /// A window titled `guestfb`, `width` × `height` where the compositor lets us choose.
+impl PresenterOptions {
+    /// A `width` × `height` window titled `guestfb` (XRGB8888 frames on wl_shm).
     pub fn new(width: u32, height: u32) -> Self {
         Self {
+            socket: None,
             title: "guestfb".to_owned(),
             app_id: "guestfb".to_owned(),
             width,
             height,
+            format: PixelFormat::Xrgb8888,
+            max_buffers: 3,
         }
     }
-}
 
-use wayland_client::backend::WaylandError;
+    /// The same options for the compositor at `socket`.
+    pub fn with_socket(mut self, socket: impl Into<PathBuf>) -> Self {
+        self.socket = Some(socket.into());
+        self
+    }
+}
 
 /// What happened to the window, reported by [`ShmPresenter::dispatch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,18 +17,85 @@ use super::window;
 use super::{PresentError, PresenterEvent};
 
 pub(super) mod sealed {
+    use std::time::Duration;
+
     use wayland_client::Connection;
 
     use crate::present::wayland::window::WindowCore;
+    use crate::present::wayland::{PresentError, PresenterEvent};
 
-    /// What the provided methods of [`Presenter`](super::Presenter) read: every
+    /// What the provided methods of [`Presenter`](super::Presenter) use: every
     /// presenter has one window on one connection. Sealed: only guestfb's presenters
-    /// implement it.
+    /// implement it, through [`impl_window!`].
     pub trait Window {
-        /// The window's state.
-        fn core(&self) -> &WindowCore;
-        /// The connection to the compositor.
-        fn connection(&self) -> &Connection;
+        /// The window's state and the connection to the compositor.
+        fn window(&self) -> (&WindowCore, &Connection);
+        /// Dispatches until the window has events or `timeout` passed.
+        fn dispatch_window(
+            &mut self,
+            timeout: Option<Duration>,
+        ) -> Result<Vec<PresenterEvent>, PresentError>;
+    }
+
+    /// Implements [`Window`] for a presenter that keeps its
+    /// [`Client`](crate::present::wayland::window::Client) in the field `client`.
+    macro_rules! impl_window {
+        ($presenter:ty) => {
+            impl $crate::present::wayland::presenter::sealed::Window for $presenter {
+                fn window(
+                    &self,
+                ) -> (
+                    &$crate::present::wayland::window::WindowCore,
+                    &::wayland_client::Connection,
+                ) {
+                    self.client.window()
+                }
+
+                fn dispatch_window(
+                    &mut self,
+                    timeout: Option<::std::time::Duration>,
+                ) -> Result<
+                    Vec<$crate::present::wayland::PresenterEvent>,
+                    $crate::present::wayland::PresentError,
+                > {
+                    self.client.dispatch(timeout, |_| false)
+                }
+            }
+        };
+    }
+    pub(crate) use impl_window;
+}
+
+/// Which way a presenter shows exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PresentPath {
+    /// gl=off: the CPU copies the picture into wl_shm buffers.
+    ShmCopy,
+    /// gl=on: imported as an EGLImage and drawn by guestfb's GL renderer.
+    EglImport,
+    /// gl=on: the dma-buf handed to the compositor as a linux-dmabuf buffer.
+    DmaBufPassthrough,
+}
+
+impl PresentPath {
+    /// What the path is, for logs (`gl=off (wl_shm copy)`…).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ShmCopy => "gl=off (wl_shm copy)",
+            Self::EglImport => "gl=on (EGL import, GL renderer)",
+            Self::DmaBufPassthrough => "gl=on (linux-dmabuf passthrough)",
+        }
+    }
+
+    /// Whether the path shows exports without a CPU copy.
+    pub fn is_zero_copy(self) -> bool {
+        self != Self::ShmCopy
+    }
+}
+
+impl std::fmt::Display for PresentPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -60,6 +127,20 @@ pub enum ShowError {
     /// The window or the connection failed, or the copy did.
     #[error("{0}")]
     Failed(BoxedError),
+}
+
+impl Shown {
+    /// What a zero-copy presenter did: presented, copying nothing, or not now.
+    pub(crate) fn zero_copy(presented: bool) -> Self {
+        if presented {
+            Self::Presented {
+                bytes_copied: 0,
+                copy_time: Duration::ZERO,
+            }
+        } else {
+            Self::NotNow
+        }
+    }
 }
 
 impl ShowError {
@@ -100,42 +181,51 @@ impl ShowError {
 /// }
 /// ```
 pub trait Presenter: sealed::Window {
+    /// Which way this presenter shows exports.
+    fn path(&self) -> PresentPath;
+
     /// What the path is, for logs (`gl=off (wl_shm copy)`…).
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &'static str {
+        self.path().name()
+    }
 
     /// Whether the path shows exports without a CPU copy.
-    fn is_zero_copy(&self) -> bool;
+    fn is_zero_copy(&self) -> bool {
+        self.path().is_zero_copy()
+    }
 
     /// Handles compositor events, waiting up to `timeout` (`None`: forever) for some,
     /// and returns what happened. A lost compositor is [`PresentError::ConnectionLost`]
     /// (or [`PresentError::Protocol`]), never a panic.
-    fn dispatch(&mut self, timeout: Option<Duration>) -> Result<Vec<PresenterEvent>, PresentError>;
+    fn dispatch(&mut self, timeout: Option<Duration>) -> Result<Vec<PresenterEvent>, PresentError> {
+        self.dispatch_window(timeout)
+    }
 
     /// Sends buffered requests to the compositor.
     fn flush(&self) -> Result<(), PresentError> {
-        window::flush(self.connection())
+        window::flush(self.window().1)
     }
 
     /// The connection's fd, for callers that poll several sources. After it polls
     /// readable, call [`dispatch`](Self::dispatch) with a zero timeout.
     fn connection_fd(&self) -> BorrowedFd<'_> {
-        self.connection().as_fd()
+        self.window().1.as_fd()
     }
 
     /// Whether the window was closed.
     fn is_closed(&self) -> bool {
-        self.core().closed
+        self.window().0.closed
     }
 
     /// Whether a frame may be shown now: configured, open, the last frame's callback
     /// fired. While false, the caller coalesces its damage.
     fn is_ready(&self) -> bool {
-        self.core().is_ready()
+        self.window().0.is_ready()
     }
 
     /// The window size in logical pixels, once configured.
     fn window_size(&self) -> Option<(u32, u32)> {
-        self.core().window_size
+        self.window().0.window_size
     }
 
     /// Shows `export`, `damage` in picture coordinates (empty: only the window needs

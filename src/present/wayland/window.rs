@@ -55,13 +55,40 @@ pub(crate) fn missing(interface: &'static str) -> impl FnOnce(BindError) -> Pres
     }
 }
 
-/// Connects to the compositor socket at `socket`.
-pub(crate) fn connect_socket(socket: &Path) -> Result<Connection, PresentError> {
+/// Connects to the compositor socket at `socket`, or to the one `WAYLAND_DISPLAY` names.
+pub(crate) fn connect(socket: Option<&Path>) -> Result<Connection, PresentError> {
+    let Some(socket) = socket else {
+        return Ok(Connection::connect_to_env()?);
+    };
     let stream = UnixStream::connect(socket).map_err(|source| PresentError::Socket {
         path: socket.to_owned(),
         source,
     })?;
     Ok(Connection::from_socket(stream)?)
+}
+
+/// A new connection as a presenter's constructor starts from.
+pub(crate) struct Opened<D> {
+    pub(crate) conn: Connection,
+    pub(crate) globals: GlobalList,
+    pub(crate) queue: EventQueue<D>,
+    pub(crate) qh: QueueHandle<D>,
+}
+
+/// Connects (see [`connect`]) and makes the registry's globals and an event queue for `D`.
+pub(crate) fn open<D>(socket: Option<&Path>) -> Result<Opened<D>, PresentError>
+where
+    D: Dispatch<wl_registry::WlRegistry, GlobalListContents> + 'static,
+{
+    let conn = connect(socket)?;
+    let (globals, queue) = init_queue::<D>(&conn)?;
+    let qh = queue.handle();
+    Ok(Opened {
+        conn,
+        globals,
+        queue,
+        qh,
+    })
 }
 
 /// The registry's globals and a fresh event queue for `D`.
@@ -114,6 +141,70 @@ pub(crate) fn dispatch_until<D>(
             Err(WaylandError::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(error) => return Err(error.into()),
         }
+    }
+}
+
+/// The state a presenter's event queue dispatches into (its `App`): it holds the
+/// window. [`window_handlers!`] implements it.
+pub(crate) trait WindowApp: Sized + 'static {
+    fn core(&self) -> &WindowCore;
+    fn core_mut(&mut self) -> &mut WindowCore;
+}
+
+/// A presenter's end of the connection: the state its queue dispatches into, the queue
+/// and the connection. Dropped after whatever the presenter drops first (imports, GL
+/// objects): the letterbox's surfaces are destroyed and the last requests flushed.
+#[derive(Debug)]
+pub(crate) struct Client<A: WindowApp> {
+    pub(crate) app: A,
+    pub(crate) queue: EventQueue<A>,
+    pub(crate) qh: QueueHandle<A>,
+    pub(crate) conn: Connection,
+}
+
+impl<A: WindowApp> Client<A> {
+    /// A client of `conn` dispatching `queue` into `app`.
+    pub(crate) fn new(conn: Connection, queue: EventQueue<A>, app: A) -> Self {
+        let qh = queue.handle();
+        Self {
+            app,
+            queue,
+            qh,
+            conn,
+        }
+    }
+
+    /// Sends what is buffered and dispatches until the compositor answered it.
+    pub(crate) fn roundtrip(&mut self) -> Result<(), PresentError> {
+        self.queue.roundtrip(&mut self.app)?;
+        Ok(())
+    }
+
+    /// Dispatches events, waiting up to `timeout` (`None`: forever) until the window
+    /// has events or `wake(app)`, and returns the window's events.
+    pub(crate) fn dispatch(
+        &mut self,
+        timeout: Option<Duration>,
+        mut wake: impl FnMut(&A) -> bool,
+    ) -> Result<Vec<PresenterEvent>, PresentError> {
+        dispatch_until(&self.conn, &mut self.queue, &mut self.app, timeout, |app| {
+            !app.core().events.is_empty() || wake(app)
+        })?;
+        Ok(self.app.core_mut().take_events())
+    }
+
+    /// The window and the connection, for [`Presenter`](super::Presenter)'s provided
+    /// methods.
+    pub(crate) fn window(&self) -> (&WindowCore, &Connection) {
+        (self.app.core(), &self.conn)
+    }
+}
+
+impl<A: WindowApp> Drop for Client<A> {
+    fn drop(&mut self) {
+        self.app.core_mut().destroy();
+        // The window and buffers destroy themselves; a dead connection makes all no-ops.
+        let _ = self.conn.flush();
     }
 }
 
@@ -475,6 +566,16 @@ impl Letterbox {
 /// letterbox's wl_shm.
 macro_rules! window_handlers {
     ($app:ty, $core:ident) => {
+        impl $crate::present::wayland::window::WindowApp for $app {
+            fn core(&self) -> &$crate::present::wayland::window::WindowCore {
+                &self.$core
+            }
+
+            fn core_mut(&mut self) -> &mut $crate::present::wayland::window::WindowCore {
+                &mut self.$core
+            }
+        }
+
         impl ::smithay_client_toolkit::compositor::CompositorHandler for $app {
             fn scale_factor_changed(
                 &mut self,

@@ -9,14 +9,13 @@
 mod app;
 mod frames;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use smithay_client_toolkit::compositor::{CompositorState, FrameCallbackData};
 use smithay_client_toolkit::shm::slot::SlotPool;
 use smithay_client_toolkit::shm::Shm;
 use wayland_client::protocol::{wl_seat, wl_shm};
-use wayland_client::{Connection, EventQueue, Proxy, QueueHandle};
+use wayland_client::Proxy;
 
 use crate::export::ExportedFramebuffer;
 use crate::format::PixelFormat;
@@ -25,45 +24,14 @@ use crate::import::CpuMapping;
 use crate::rect::Rect;
 
 use super::damage::{Placement, StaleRegion};
-use super::presenter::sealed;
-use super::window::{self, missing, CoreOptions, WindowCore};
-use super::{PresentError, Presenter, PresenterEvent, ShowError, Shown};
+use super::presenter::sealed::impl_window;
+use super::window::{self, missing, Client, CoreOptions, WindowCore};
+use super::{
+    PresentError, PresentPath, Presenter, PresenterEvent, PresenterOptions, ShowError, Shown,
+};
 
 use app::{App, CursorBuffer, Input};
 use frames::{frame_pool, FrameBuffer, FrameSpec};
-
-/// How a [`ShmPresenter`] window is set up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PresenterOptions {
-    /// Window title.
-    pub title: String,
-    /// xdg app id (desktop file name); `guestfb` by default.
-    pub app_id: String,
-    /// Frame (buffer) width in pixels.
-    pub frame_width: u32,
-    /// Frame (buffer) height in pixels.
-    pub frame_height: u32,
-    /// Pixel format of the buffers. `Xrgb8888` and `Argb8888` work everywhere; other
-    /// single-plane formats work where the compositor's wl_shm offers them.
-    pub format: PixelFormat,
-    /// Most buffers kept (2 or 3; 3 by default). The compositor may hold one while the
-    /// caller writes another; a third absorbs a late release.
-    pub max_buffers: usize,
-}
-
-impl PresenterOptions {
-    /// Options for a `width` × `height` XRGB8888 frame in a window titled `guestfb`.
-    pub fn new(frame_width: u32, frame_height: u32) -> Self {
-        Self {
-            title: "guestfb".to_owned(),
-            app_id: "guestfb".to_owned(),
-            frame_width,
-            frame_height,
-            format: PixelFormat::Xrgb8888,
-            max_buffers: 3,
-        }
-    }
-}
 
 /// Shows CPU-written frames in a Wayland window through wl_shm.
 ///
@@ -86,7 +54,7 @@ impl PresenterOptions {
 /// # while std::os::unix::net::UnixStream::connect(&socket).is_err() {
 /// #     std::thread::sleep(Duration::from_millis(20));
 /// # }
-/// let mut presenter = ShmPresenter::connect_to(&socket, PresenterOptions::new(64, 48))?;
+/// let mut presenter = ShmPresenter::connect(PresenterOptions::new(64, 48).with_socket(socket))?;
 /// let mut damage = vec![Rect::full(64, 48)]; // coalesced until a frame is possible
 /// let mut shown = 0;
 /// while shown < 3 {
@@ -121,35 +89,23 @@ impl PresenterOptions {
 /// ```
 #[derive(Debug)]
 pub struct ShmPresenter {
-    conn: Connection,
-    queue: EventQueue<App>,
-    qh: QueueHandle<App>,
-    app: App,
+    client: Client<App>,
     max_buffers: usize,
 }
 
 impl ShmPresenter {
-    /// Connects to the compositor named by `WAYLAND_DISPLAY` and opens the window.
-    pub fn connect(options: PresenterOptions) -> Result<Self, PresentError> {
-        Self::from_connection(Connection::connect_to_env()?, options)
-    }
-
-    /// Connects to the compositor socket at `socket` (e.g. `$XDG_RUNTIME_DIR/wayland-1`).
-    pub fn connect_to(socket: &Path, options: PresenterOptions) -> Result<Self, PresentError> {
-        Self::from_connection(window::connect_socket(socket)?, options)
-    }
-
-    /// Opens the window on an existing connection.
+    /// Connects to the compositor of [`PresenterOptions::socket`] and opens the window.
     ///
     /// The window is not configured yet: call [`dispatch`](Self::dispatch) until
     /// [`is_ready`](Self::is_ready) (the first [`PresenterEvent::Configure`]).
-    pub fn from_connection(
-        conn: Connection,
-        options: PresenterOptions,
-    ) -> Result<Self, PresentError> {
-        let spec = FrameSpec::new(options.frame_width, options.frame_height, options.format)?;
-        let (globals, mut queue) = window::init_queue::<App>(&conn)?;
-        let qh = queue.handle();
+    pub fn connect(options: PresenterOptions) -> Result<Self, PresentError> {
+        let spec = FrameSpec::new(options.width, options.height, options.format)?;
+        let window::Opened {
+            conn,
+            globals,
+            queue,
+            qh,
+        } = window::open::<App>(options.socket.as_deref())?;
         let compositor = CompositorState::bind(&globals, &qh).map_err(missing("wl_compositor"))?;
         let mut core = WindowCore::new(
             &globals,
@@ -169,7 +125,7 @@ impl ShmPresenter {
 
         let max_buffers = options.max_buffers.clamp(2, 3);
         let pool = frame_pool(&core.letterbox().shm, spec, max_buffers)?;
-        let mut app = App {
+        let app = App {
             core,
             pool,
             buffers: Vec::new(),
@@ -184,13 +140,11 @@ impl ShmPresenter {
                 cursor_visible: true,
             },
         };
+        let mut client = Client::new(conn, queue, app);
         // Learn the wl_shm formats (and usually get the first configure).
-        queue.roundtrip(&mut app)?;
+        client.roundtrip()?;
         let presenter = Self {
-            conn,
-            queue,
-            qh,
-            app,
+            client,
             max_buffers,
         };
         presenter.check_format(spec)?;
@@ -202,7 +156,7 @@ impl ShmPresenter {
             spec.shm_format,
             wl_shm::Format::Argb8888 | wl_shm::Format::Xrgb8888
         );
-        if always || self.app.shm().formats().contains(&spec.shm_format) {
+        if always || self.client.app.shm().formats().contains(&spec.shm_format) {
             Ok(())
         } else {
             Err(PresentError::UnsupportedFormat {
@@ -222,19 +176,19 @@ impl ShmPresenter {
     ) -> Result<(), PresentError> {
         let spec = FrameSpec::new(width, height, format)?;
         self.check_format(spec)?;
-        if spec == self.app.spec {
+        if spec == self.client.app.spec {
             return Ok(());
         }
         // A new pool rather than a grown one: the old buffers keep the old pool alive on the
         // compositor's side until it releases them.
-        self.app.pool = frame_pool(self.app.shm(), spec, self.max_buffers)?;
-        self.app.buffers.clear();
-        self.app.spec = spec;
-        self.app.child_current = false;
-        self.app.core.default_size = (width, height);
-        self.app.core.letterbox_mut().picture = Some((width, height));
-        if self.app.core.configured {
-            self.app.core.apply_layout();
+        self.client.app.pool = frame_pool(self.client.app.shm(), spec, self.max_buffers)?;
+        self.client.app.buffers.clear();
+        self.client.app.spec = spec;
+        self.client.app.child_current = false;
+        self.client.app.core.default_size = (width, height);
+        self.client.app.core.letterbox_mut().picture = Some((width, height));
+        if self.client.app.core.configured {
+            self.client.app.core.apply_layout();
         }
         self.flush()
     }
@@ -261,8 +215,8 @@ impl ShmPresenter {
             return Err(bad);
         }
         // A fresh pool per image: never grown while a buffer of it is attached.
-        let mut pool =
-            SlotPool::new(len, self.app.shm()).map_err(|e| PresentError::Pool(e.to_string()))?;
+        let mut pool = SlotPool::new(len, self.client.app.shm())
+            .map_err(|e| PresentError::Pool(e.to_string()))?;
         let (buffer, pixels) = pool
             .create_buffer(
                 width as i32,
@@ -272,9 +226,14 @@ impl ShmPresenter {
             )
             .map_err(|e| PresentError::Pool(e.to_string()))?;
         pixels[..len].copy_from_slice(&argb[..len]);
-        let surface = match self.app.input.cursor.take() {
+        let surface = match self.client.app.input.cursor.take() {
             Some(old) => old.surface,
-            None => self.app.input.compositor.create_surface(&self.qh, ()),
+            None => self
+                .client
+                .app
+                .input
+                .compositor
+                .create_surface(&self.client.qh, ()),
         };
         buffer
             .attach_to(&surface)
@@ -285,44 +244,44 @@ impl ShmPresenter {
             surface.damage(0, 0, width as i32, height as i32);
         }
         surface.commit();
-        self.app.input.cursor = Some(CursorBuffer {
+        self.client.app.input.cursor = Some(CursorBuffer {
             surface,
             _pool: pool,
             _buffer: buffer,
             hot_x,
             hot_y,
         });
-        self.app.input.apply_cursor();
+        self.client.app.input.apply_cursor();
         self.flush()
     }
 
     /// Shows or hides the pointer over the window (the guest's `MouseSet` visibility).
     pub fn set_cursor_visible(&mut self, visible: bool) -> Result<(), PresentError> {
-        if self.app.input.cursor_visible != visible {
-            self.app.input.cursor_visible = visible;
-            self.app.input.apply_cursor();
+        if self.client.app.input.cursor_visible != visible {
+            self.client.app.input.cursor_visible = visible;
+            self.client.app.input.apply_cursor();
         }
         self.flush()
     }
 
     /// Sets the window title.
     pub fn set_title(&self, title: &str) {
-        self.app.core.window.set_title(title);
+        self.client.app.core.window.set_title(title);
     }
 
     /// Frame width in pixels.
     pub fn frame_width(&self) -> u32 {
-        self.app.spec.width
+        self.client.app.spec.width
     }
 
     /// Frame height in pixels.
     pub fn frame_height(&self) -> u32 {
-        self.app.spec.height
+        self.client.app.spec.height
     }
 
     /// Pixel format of the buffers.
     pub fn format(&self) -> PixelFormat {
-        self.app.spec.format
+        self.client.app.spec.format
     }
 
     /// Integer scale of the output(s) the window is on (device pixels per logical pixel).
@@ -330,27 +289,27 @@ impl ShmPresenter {
     /// The frame is scaled by a viewport to logical size × scale device pixels, so a frame
     /// of [`preferred_frame_size`](Self::preferred_frame_size) is shown 1:1.
     pub fn scale(&self) -> u32 {
-        self.app.core.scale
+        self.client.app.core.scale
     }
 
     /// The frame size that fills the window pixel for pixel (window size × scale): what a
     /// viewer may ask the guest to switch to.
     pub fn preferred_frame_size(&self) -> Option<(u32, u32)> {
-        let (width, height) = self.app.core.window_size?;
+        let (width, height) = self.client.app.core.window_size?;
         Some((
-            width.saturating_mul(self.app.core.scale),
-            height.saturating_mul(self.app.core.scale),
+            width.saturating_mul(self.client.app.core.scale),
+            height.saturating_mul(self.client.app.core.scale),
         ))
     }
 
     /// Where the picture sits in the window (logical pixels), once configured.
     pub fn placement(&self) -> Option<Placement> {
-        self.app.core.placement()
+        self.client.app.core.placement()
     }
 
     /// Whether [`next_buffer`](Self::next_buffer) would find (or may create) a buffer.
     fn has_buffer_for_next_frame(&self) -> bool {
-        self.app.has_buffer_for_next_frame(self.max_buffers)
+        self.client.app.has_buffer_for_next_frame(self.max_buffers)
     }
 
     /// A buffer to draw the next frame into, or `None` when no frame may be presented now
@@ -363,6 +322,7 @@ impl ShmPresenter {
             return Ok(None);
         }
         let best = self
+            .client
             .app
             .buffers
             .iter()
@@ -372,9 +332,10 @@ impl ShmPresenter {
             .map(|(index, _)| index);
         let index = match best {
             Some(index) => index,
-            None if self.app.buffers.len() < self.max_buffers => {
-                let spec = self.app.spec;
+            None if self.client.app.buffers.len() < self.max_buffers => {
+                let spec = self.client.app.spec;
                 let (buffer, _) = self
+                    .client
                     .app
                     .pool
                     .create_buffer(
@@ -384,11 +345,11 @@ impl ShmPresenter {
                         spec.shm_format,
                     )
                     .map_err(|error| PresentError::Pool(error.to_string()))?;
-                self.app.buffers.push(FrameBuffer {
+                self.client.app.buffers.push(FrameBuffer {
                     buffer,
                     stale: StaleRegion::fresh(spec.width, spec.height),
                 });
-                self.app.buffers.len() - 1
+                self.client.app.buffers.len() - 1
             }
             None => return Ok(None),
         };
@@ -399,7 +360,7 @@ impl ShmPresenter {
     }
 
     fn present_buffer(&mut self, index: usize, damage: &[Rect]) -> Result<(), PresentError> {
-        let app = &mut self.app;
+        let app = &mut self.client.app;
         let spec = app.spec;
         let damage: Vec<Rect> = damage
             .iter()
@@ -421,7 +382,7 @@ impl ShmPresenter {
             // Nothing of this size was shown yet: all of it is new.
             child.damage_buffer(0, 0, spec.width as i32, spec.height as i32);
         }
-        child.frame(&self.qh, FrameCallbackData(child.clone()));
+        child.frame(&self.client.qh, FrameCallbackData(child.clone()));
         app.buffers[index]
             .buffer
             .attach_to(child)
@@ -440,23 +401,11 @@ impl ShmPresenter {
     }
 }
 
-impl sealed::Window for ShmPresenter {
-    fn core(&self) -> &WindowCore {
-        &self.app.core
-    }
-
-    fn connection(&self) -> &Connection {
-        &self.conn
-    }
-}
+impl_window!(ShmPresenter);
 
 impl Presenter for ShmPresenter {
-    fn name(&self) -> &'static str {
-        "gl=off (wl_shm copy)"
-    }
-
-    fn is_zero_copy(&self) -> bool {
-        false
+    fn path(&self) -> PresentPath {
+        PresentPath::ShmCopy
     }
 
     fn dispatch(&mut self, timeout: Option<Duration>) -> Result<Vec<PresenterEvent>, PresentError> {
@@ -464,10 +413,9 @@ impl Presenter for ShmPresenter {
         // sctk handles without an event: wake it when one comes.
         let starved = self.is_ready() && !self.has_buffer_for_next_frame();
         let max_buffers = self.max_buffers;
-        window::dispatch_until(&self.conn, &mut self.queue, &mut self.app, timeout, |app| {
-            !app.core.events.is_empty() || (starved && app.has_buffer_for_next_frame(max_buffers))
-        })?;
-        Ok(self.app.core.take_events())
+        self.client.dispatch(timeout, |app| {
+            starved && app.has_buffer_for_next_frame(max_buffers)
+        })
     }
 
     fn show(&mut self, export: &ExportedFramebuffer, damage: &[Rect]) -> Result<Shown, ShowError> {
@@ -510,14 +458,6 @@ impl Presenter for ShmPresenter {
     }
 }
 
-impl Drop for ShmPresenter {
-    fn drop(&mut self) {
-        self.app.core.destroy();
-        // The window and buffers destroy themselves; a dead connection makes all no-ops.
-        let _ = self.conn.flush();
-    }
-}
-
 /// A buffer lent by [`ShmPresenter::next_buffer`]: write pixels, then
 /// [`present`](Self::present). Dropping it without presenting shows nothing; pixels
 /// written stay in the buffer, so keep the damage and present it later.
@@ -530,29 +470,34 @@ pub struct ShmFrame<'a> {
 impl ShmFrame<'_> {
     /// Frame width in pixels.
     pub fn width(&self) -> u32 {
-        self.presenter.app.spec.width
+        self.presenter.client.app.spec.width
     }
 
     /// Frame height in pixels.
     pub fn height(&self) -> u32 {
-        self.presenter.app.spec.height
+        self.presenter.client.app.spec.height
     }
 
     /// Bytes from one row to the next.
     pub fn stride(&self) -> u32 {
-        self.presenter.app.spec.stride
+        self.presenter.client.app.spec.stride
     }
 
     /// Pixel format of the buffer.
     pub fn format(&self) -> PixelFormat {
-        self.presenter.app.spec.format
+        self.presenter.client.app.spec.format
     }
 
     /// The buffer's pixels: `height` rows of `stride` bytes. Not cleared: a reused buffer
     /// holds the frame it last showed.
+    ///
+    /// A plain slice, unlike guest memory's [`VolatileSliceMut`](crate::sys::volatile::VolatileSliceMut):
+    /// the pool is shared with the compositor, which only reads a buffer it holds, and
+    /// a buffer is lent here only while the compositor does not hold it, so guestfb's
+    /// writes are the only accesses while the slice lives.
     pub fn pixels(&mut self) -> &mut [u8] {
-        let len = self.presenter.app.spec.len();
-        let app = &mut self.presenter.app;
+        let len = self.presenter.client.app.spec.len();
+        let app = &mut self.presenter.client.app;
         // The buffer was free when lent, and only `present` hands it to the compositor.
         let slot = app.buffers[self.index].buffer.slot();
         &mut app.pool.raw_data_mut(&slot)[..len]
@@ -561,12 +506,14 @@ impl ShmFrame<'_> {
     /// Where this buffer lags behind the screen, beyond the new damage: the whole frame for
     /// a fresh buffer, else the damage of the frames presented since it was last shown.
     pub fn stale(&self) -> &[Rect] {
-        self.presenter.app.buffers[self.index].stale.rects()
+        self.presenter.client.app.buffers[self.index].stale.rects()
     }
 
     /// Whether the buffer was never shown (it must be written in full).
     pub fn is_fresh(&self) -> bool {
-        self.presenter.app.buffers[self.index].stale.is_full()
+        self.presenter.client.app.buffers[self.index]
+            .stale
+            .is_full()
     }
 
     /// The rectangles to write for a frame with `damage`: [`stale`](Self::stale) plus

@@ -37,6 +37,24 @@ pub struct Frame {
 }
 
 impl Frame {
+    pub(super) fn new(
+        width: u32,
+        height: u32,
+        stride: u32,
+        format: PixelFormat,
+        pixman: u32,
+        storage: Storage,
+    ) -> Self {
+        Self {
+            width,
+            height,
+            stride,
+            format,
+            pixman,
+            storage,
+        }
+    }
+
     /// Width in pixels.
     pub fn width(&self) -> u32 {
         self.width

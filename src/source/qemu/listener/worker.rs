@@ -222,15 +222,8 @@ impl Worker {
                 self.update(x, y, w, h, stride, format, data)
             }
             (Some(LISTENER_IFACE) | None, "ScanoutDMABUF") => {
-                let (fd, width, height, stride, fourcc, modifier, y0_top): (
-                    zvariant::OwnedFd,
-                    u32,
-                    u32,
-                    u32,
-                    u32,
-                    u64,
-                    bool,
-                ) = body.deserialize().map_err(bad_body)?;
+                let (fd, width, height, stride, fourcc, modifier, y0_top): ScanoutDmaBufArgs =
+                    body.deserialize().map_err(bad_body)?;
                 let visible = Rect::full(width, height);
                 self.scanout_dmabuf(
                     vec![fd.into()],
@@ -246,22 +239,8 @@ impl Worker {
                 )
             }
             (Some(DMABUF2_IFACE), "ScanoutDMABUF2") if self.options.dmabuf2 => {
-                #[allow(clippy::type_complexity)]
-                let (fds, x, y, w, h, offsets, strides, planes, fourcc, bw, bh, modifier, y0): (
-                    Vec<zvariant::OwnedFd>,
-                    u32,
-                    u32,
-                    u32,
-                    u32,
-                    Vec<u32>,
-                    Vec<u32>,
-                    u32,
-                    u32,
-                    u32,
-                    u32,
-                    u64,
-                    bool,
-                ) = body.deserialize().map_err(bad_body)?;
+                let (fds, x, y, w, h, offsets, strides, planes, fourcc, bw, bh, modifier, y0): ScanoutDmaBuf2Args =
+                    body.deserialize().map_err(bad_body)?;
                 let visible = Rect {
                     x,
                     y,
@@ -296,11 +275,7 @@ impl Worker {
                 };
                 let rect = checked_rect(x, y, w, h, width, height)?;
                 self.current = Current::DmaBuf { width, height };
-                let (ack, presented) = FrameToken::new();
-                Ok(Outcome::Gated(
-                    QemuEvent::UpdateDmaBuf { rect, ack },
-                    presented,
-                ))
+                gated(|ack| QemuEvent::UpdateDmaBuf { rect, ack })
             }
             (Some(MAP_IFACE), "ScanoutMap") if self.options.map => {
                 let (fd, offset, width, height, stride, format): (
@@ -320,11 +295,7 @@ impl Worker {
                     // A ScanoutMap whose fd was a dma-buf: an update of that buffer.
                     &Current::DmaBuf { width, height } => {
                         let rect = checked_rect(x, y, w, h, width, height)?;
-                        let (ack, presented) = FrameToken::new();
-                        return Ok(Outcome::Gated(
-                            QemuEvent::UpdateDmaBuf { rect, ack },
-                            presented,
-                        ));
+                        return gated(|ack| QemuEvent::UpdateDmaBuf { rect, ack });
                     }
                     _ => {
                         return Err(QemuError::NoScanout {
@@ -337,13 +308,11 @@ impl Worker {
                     (f.width, f.height)
                 };
                 let rect = checked_rect(x, y, w, h, width, height)?;
-                let (ack, presented) = FrameToken::new();
-                let event = QemuEvent::UpdateMap {
+                gated(|ack| QemuEvent::UpdateMap {
                     frame: frame.clone(),
                     rect,
                     ack,
-                };
-                Ok(Outcome::Gated(event, presented))
+                })
             }
             (Some(LISTENER_IFACE) | None, "Disable") => {
                 self.current = Current::None;
@@ -462,15 +431,9 @@ impl Worker {
             });
         }
         data.truncate(len as usize);
+        let storage = Storage::Owned(data);
         let frame = self.new_frame(
-            Frame {
-                width,
-                height,
-                stride,
-                format,
-                pixman: pixman_format,
-                storage: Storage::Owned(data),
-            },
+            Frame::new(width, height, stride, format, pixman_format, storage),
             Current::Owned,
         );
         Ok(Outcome::Event(QemuEvent::Scanout { frame }))
@@ -546,13 +509,11 @@ impl Worker {
             }
         }
         drop(guard);
-        let (ack, presented) = FrameToken::new();
-        let event = QemuEvent::Update {
+        gated(|ack| QemuEvent::Update {
             frame: frame.clone(),
             rect,
             ack,
-        };
-        Ok(Outcome::Gated(event, presented))
+        })
     }
 
     /// A black surface of the console's current size, when an update that does not fit
@@ -570,14 +531,9 @@ impl Worker {
         checked_rect(x, y, w, h, width, height).ok()?;
         let stride = width.checked_mul(format.bytes_per_pixel())?;
         let len = checked_surface(width, height, stride, format).ok()?;
-        Some(SharedFrame::new(Frame {
-            width,
-            height,
-            stride,
-            format,
-            pixman: pixman_format,
-            storage: Storage::Owned(vec![0; usize::try_from(len).ok()?]),
-        }))
+        let storage = Storage::Owned(vec![0; usize::try_from(len).ok()?]);
+        let frame = Frame::new(width, height, stride, format, pixman_format, storage);
+        Some(SharedFrame::new(frame))
     }
 
     pub(super) fn scanout_map(
@@ -648,15 +604,9 @@ impl Worker {
             true => Some((Arc::new(Memfd::from_fd(fd)?), u64::from(offset))),
             false => None,
         };
+        let storage = Storage::Mapped { mapping, sealed };
         let frame = self.new_frame(
-            Frame {
-                width,
-                height,
-                stride,
-                format,
-                pixman: pixman_format,
-                storage: Storage::Mapped { mapping, sealed },
-            },
+            Frame::new(width, height, stride, format, pixman_format, storage),
             Current::Mapped,
         );
         Ok(Outcome::Event(QemuEvent::ScanoutMap { frame }))
@@ -775,3 +725,31 @@ impl Worker {
 
 /// What handling one message gives.
 type Handled = Result<Outcome, QemuError>;
+
+/// An event QEMU waits on: its reply goes when the event's token completes.
+fn gated(event: impl FnOnce(FrameToken) -> QemuEvent) -> Handled {
+    let (ack, presented) = FrameToken::new();
+    Ok(Outcome::Gated(event(ack), presented))
+}
+
+/// `ScanoutDMABUF(h dmabuf, u width, u height, u stride, u fourcc, t modifier,
+/// b y0_top)`, as QEMU's org.qemu.Display1.Listener has it.
+type ScanoutDmaBufArgs = (zvariant::OwnedFd, u32, u32, u32, u32, u64, bool);
+
+/// `ScanoutDMABUF2(ah dmabuf, u x, u y, u width, u height, au offset, au stride,
+/// u num_planes, u fourcc, u backing_width, u backing_height, t modifier, b y0_top)`.
+type ScanoutDmaBuf2Args = (
+    Vec<zvariant::OwnedFd>,
+    u32,
+    u32,
+    u32,
+    u32,
+    Vec<u32>,
+    Vec<u32>,
+    u32,
+    u32,
+    u32,
+    u32,
+    u64,
+    bool,
+);
