@@ -227,3 +227,132 @@ fn second_frame_changes_only_its_damage() {
     assert_shows(&weston.screenshot(), &frame1, config.width, "second frame");
     drop(viewer);
 }
+
+/// Runs the viewer with `args` and a compositor socket that does not exist, so that
+/// anything it opened before refusing would show as another error. Returns stderr.
+fn refused(args: &[&str]) -> String {
+    let started = std::time::Instant::now();
+    let output = Command::new(common::example_binary("viewer"))
+        .args(args)
+        .env("WAYLAND_DISPLAY", "guestfb-no-such-compositor")
+        .output()
+        .expect("run the viewer");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "viewer {args:?} should exit 1; stderr: {stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "viewer {args:?} took {:?} to refuse",
+        started.elapsed()
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "viewer {args:?} panicked: {stderr}"
+    );
+    stderr
+}
+
+/// Asserts that `stderr` holds every one of `parts` (the value, the limit, the fix).
+fn assert_says(stderr: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(stderr.contains(part), "expected {part:?} in: {stderr}");
+    }
+}
+
+#[test]
+fn options_for_another_source_are_refused_up_front() {
+    let stderr = refused(&[
+        "--source",
+        "qemu:unix:path=/nonexistent",
+        "--size",
+        "800x600",
+    ]);
+    assert_says(
+        &stderr,
+        &["--size does not apply to --source qemu", "leave it out"],
+    );
+    let stderr = refused(&["--source", "qemu:unix:path=/nonexistent", "--hugetlb"]);
+    assert_says(&stderr, &["--hugetlb does not apply to --source qemu"]);
+    #[cfg(feature = "qemu")]
+    {
+        let stderr = refused(&["--console", "1"]);
+        assert_says(
+            &stderr,
+            &["--console does not apply to --source demo", "--source qemu"],
+        );
+    }
+}
+
+#[test]
+fn unwritable_screenshot_paths_are_refused_up_front() {
+    let dir = std::env::temp_dir().join(format!("guestfb-shot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("a-file");
+    std::fs::write(&file, b"not a folder").unwrap();
+
+    let shown = dir.display().to_string();
+    let stderr = refused(&["--screenshot", &shown, "--frames", "1"]);
+    assert_says(
+        &stderr,
+        &[&format!("--screenshot {shown}"), "is a directory"],
+    );
+
+    let inside_file = file.join("shot.png");
+    let stderr = refused(&["--screenshot", &inside_file.display().to_string()]);
+    assert_says(
+        &stderr,
+        &[
+            &file.display().to_string(),
+            "is not a directory",
+            "choose a path",
+        ],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn planes_beyond_the_dma_buf_limits_are_refused_before_a_window() {
+    // gl=on is documented to fail where zero copy is impossible: a plane past EGL's and
+    // linux-dmabuf's 32-bit limits is refused by guestfb, not by the compositor.
+    let stderr = refused(&[
+        "--gl",
+        "on",
+        "--size",
+        "1280x720",
+        "--stride-padding",
+        "999999999",
+    ]);
+    assert_says(
+        &stderr,
+        &[
+            "stride 1000005119 × 720 rows",
+            "past 2147483647",
+            "Use a smaller stride, or the CPU path (gl=off)",
+        ],
+    );
+}
+
+#[test]
+fn a_short_hugetlb_pool_is_named_with_the_fix() {
+    // 16384 rows of ~1 MB: about 8000 2 MiB pages, far beyond any test host's pool.
+    let stderr = refused(&[
+        "--gl",
+        "off",
+        "--hugetlb",
+        "--size",
+        "16384x16384",
+        "--stride-padding",
+        "1000000",
+    ]);
+    assert_says(
+        &stderr,
+        &[
+            "hugetlb pool of 2048 kB pages is short",
+            "page(s) needed",
+            "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages",
+        ],
+    );
+}

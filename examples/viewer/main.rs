@@ -36,7 +36,8 @@ mod qemu;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use guestfb::export::{Exporter, PinManager, PinPolicy, PinPurpose};
 use guestfb::format::PixelFormat;
 use guestfb::import::CpuMapping;
@@ -182,8 +183,89 @@ fn may_step(presenter: &Presenter, guest: &DemoGuest) -> bool {
     guest.buffer_count() == 1 || presenter.may_draw_into(guest.back_buffer_id())
 }
 
+/// Options that only one frame source reads: given for the other, they are refused,
+/// not ignored.
+const DEMO_ONLY: [(&str, &str); 8] = [
+    ("size", "--size"),
+    ("format", "--format"),
+    ("hugetlb", "--hugetlb"),
+    ("stride_padding", "--stride-padding"),
+    ("y0_bottom", "--y0-bottom"),
+    ("scattered", "--scattered"),
+    ("single_buffer", "--single-buffer"),
+    ("hold", "--hold"),
+];
+const QEMU_ONLY: [(&str, &str); 4] = [
+    ("console", "--console"),
+    ("qemu_ram", "--qemu-ram"),
+    ("qemu_no_map", "--qemu-no-map"),
+    ("send_keys", "--send-keys"),
+];
+
+/// Checks what the options say before anything is opened: every option given works on
+/// the chosen source, and the screenshot can be written where it is asked for.
+fn check_args(args: &Args, matches: &ArgMatches) -> Result<(), Error> {
+    let given = |id: &str| {
+        matches!(
+            matches.try_get_raw(id).map(|_| matches.value_source(id)),
+            Ok(Some(ValueSource::CommandLine))
+        )
+    };
+    let (source, others) = match args.source {
+        SourceChoice::Demo => ("demo", &QEMU_ONLY[..]),
+        SourceChoice::Qemu(_) => ("qemu", &DEMO_ONLY[..]),
+    };
+    if let Some((_, flag)) = others.iter().find(|(id, _)| given(id)) {
+        let why = match args.source {
+            SourceChoice::Demo => "it applies to --source qemu",
+            SourceChoice::Qemu(_) => {
+                "it sets up the built-in demo guest; a QEMU guest chooses its own mode, format \
+                 and memory"
+            }
+        };
+        return Err(
+            format!("{flag} does not apply to --source {source}: {why}; leave it out").into(),
+        );
+    }
+    if let Some(path) = &args.screenshot {
+        check_writable(path)?;
+    }
+    Ok(())
+}
+
+/// Whether a PNG can be written at `path` (missing folders are made when it is).
+fn check_writable(path: &std::path::Path) -> Result<(), Error> {
+    let shown = path.display();
+    if path.is_dir() {
+        return Err(format!("--screenshot {shown}: is a directory; name a PNG file in it").into());
+    }
+    let mut folder = path.parent().unwrap_or(std::path::Path::new(""));
+    while !folder.as_os_str().is_empty() && !folder.exists() {
+        folder = folder.parent().unwrap_or(std::path::Path::new(""));
+    }
+    if folder.as_os_str().is_empty() {
+        folder = std::path::Path::new(".");
+    }
+    if !folder.is_dir() {
+        return Err(format!(
+            "--screenshot {shown}: {} is not a directory; choose a path in a folder",
+            folder.display()
+        )
+        .into());
+    }
+    rustix::fs::access(folder, rustix::fs::Access::WRITE_OK).map_err(|errno| {
+        format!(
+            "--screenshot {shown}: cannot write into {}: {errno}; choose a writable folder",
+            folder.display()
+        )
+    })?;
+    Ok(())
+}
+
 fn run() -> Result<(), Error> {
-    let args = Args::parse();
+    let matches = Args::command().get_matches();
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    check_args(&args, &matches)?;
     if let SourceChoice::Qemu(address) = &args.source {
         return run_qemu(&args, address);
     }

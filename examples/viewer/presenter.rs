@@ -162,6 +162,9 @@ pub fn choose_zero_copy(
     mode: PresentMode,
     export: &ExportedFramebuffer,
 ) -> Result<PresentMode, String> {
+    // Planes the dma-buf interfaces cannot take are refused here, before any window,
+    // not by the compositor's protocol error.
+    guestfb::import::dmabuf::with_export_image(export, |_, _| ()).map_err(|e| e.to_string())?;
     let layout = export.layout();
     let passthrough = || -> Result<PresentMode, String> {
         let conn = wayland_client::Connection::connect_to_env()

@@ -235,8 +235,10 @@ pub enum ExportError {
     },
     /// The hugetlb pool cannot back the range.
     #[error(
-        "hugetlb pool of {page_size}-byte pages is short: populating needs {needed} more page(s), \
-         {free} free; reserve more with /proc/sys/vm/nr_hugepages or hugepages= on the kernel command line"
+        "hugetlb pool of {} kB pages is short: {needed} page(s) needed, {free} free; reserve \
+         more with `echo N > /sys/kernel/mm/hugepages/hugepages-{}kB/nr_hugepages` (N = the \
+         pages already reserved + {}) or hugepages= on the kernel command line",
+        .page_size / 1024, .page_size / 1024, .needed.saturating_sub(*.free)
     )]
     PoolExhausted {
         /// Huge page size.

@@ -164,17 +164,34 @@ pub enum DmaBufImageError {
         /// Pieces in its scatter list.
         pieces: usize,
     },
-    /// A plane offset does not fit the 32-bit offset dma-buf interfaces take.
-    #[error("plane {plane} of buffer {buffer_id} starts at byte {offset}, beyond u32")]
-    OffsetTooLarge {
+    /// A plane reaches past what the dma-buf interfaces can address.
+    #[error(
+        "plane {plane} of buffer {buffer_id} ends at byte {end} (offset {offset} + stride \
+         {stride} × {rows} rows), past {max}: EGL takes signed 32-bit plane offsets and \
+         pitches, linux-dmabuf 32-bit plane sizes. Use a smaller stride, or the CPU path \
+         (gl=off), which has no such limit"
+    )]
+    PlaneTooLarge {
         /// The buffer.
         buffer_id: u64,
         /// Plane index.
         plane: usize,
-        /// The offset in the fd.
+        /// The plane's offset in the fd.
         offset: u64,
+        /// Its stride.
+        stride: u32,
+        /// Its rows.
+        rows: u32,
+        /// The byte after its last row.
+        end: u64,
+        /// The limit ([`MAX_PLANE_END`]).
+        max: u64,
     },
 }
+
+/// The largest `offset + stride × rows` of a plane that linux-dmabuf (32-bit offsets,
+/// its "size overflow" check) and EGL (`EGLint` pitches) take.
+pub const MAX_PLANE_END: u64 = i32::MAX as u64;
 
 /// Runs `f` with `export` as a [`DmaBufImage`] (backing size, planes on one fd) and
 /// which fd that is. Nothing is copied or mapped; the fd is only lent for the call.
@@ -200,13 +217,21 @@ pub fn with_export_image<R>(
         let mut planes = Vec::with_capacity(layout.planes().len());
         for (plane, p) in layout.planes().iter().enumerate() {
             let offset = base + p.offset;
-            planes.push(DmaBufPlane {
-                fd,
-                offset: u32::try_from(offset).map_err(|_| DmaBufImageError::OffsetTooLarge {
+            let end = offset + p.span();
+            let (Ok(offset32), true) = (u32::try_from(offset), end <= MAX_PLANE_END) else {
+                return Err(DmaBufImageError::PlaneTooLarge {
                     buffer_id,
                     plane,
                     offset,
-                })?,
+                    stride: p.stride,
+                    rows: p.rows,
+                    end,
+                    max: MAX_PLANE_END,
+                });
+            };
+            planes.push(DmaBufPlane {
+                fd,
+                offset: offset32,
                 stride: p.stride,
             });
         }

@@ -228,15 +228,24 @@ impl DemoGuest {
         let fb_slot = fb_len.next_multiple_of(page);
         let last_base = FRAMEBUFFER_BASE + fb_slot * u64::from(config.buffering.count() - 1);
         let ram_size = (last_base + fb_len).next_multiple_of(page) + page;
+        if let Some(page_size) = config.hugetlb {
+            check_pool(page_size, ram_size / page_size)?;
+        }
         let memfd = match config.hugetlb {
             Some(page_size) => Memfd::create_hugetlb("guestfb-demo-ram", page_size)?,
             None => Memfd::create("guestfb-demo-ram")?,
         };
         memfd.set_size(ram_size)?;
         memfd.add_seals(Seals::SHRINK | Seals::GROW)?;
-        if config.hugetlb.is_some() {
+        if let Some(page_size) = config.hugetlb {
             // Take the pool's pages now: an empty pool is an error here, not a SIGBUS.
-            memfd.allocate(0, ram_size)?;
+            // (Checked above; another process may have taken them since.)
+            memfd
+                .allocate(0, ram_size)
+                .map_err(|error| match error.errno() {
+                    Some(rustix::io::Errno::NOSPC) => pool_short(page_size, ram_size / page_size),
+                    _ => error.into(),
+                })?;
         }
         let ram_len = usize::try_from(ram_size).map_err(|_| SysError::OutOfBounds {
             offset: 0,
@@ -511,6 +520,24 @@ impl DemoGuest {
                 self.write_fb(&desc.ranges, fb_offset, &[cb, cr]);
             }
         }
+    }
+}
+
+/// Refuses hugetlb guest RAM of `needed` pages when the pool has fewer free, before
+/// any allocation.
+fn check_pool(page_size: u64, needed: u64) -> Result<(), ExportError> {
+    match sys::hugetlb::pool(page_size) {
+        Some(pool) if pool.free >= needed => Ok(()),
+        _ => Err(pool_short(page_size, needed)),
+    }
+}
+
+/// The pool of `page_size` pages cannot give `needed` pages now.
+fn pool_short(page_size: u64, needed: u64) -> ExportError {
+    ExportError::PoolExhausted {
+        page_size,
+        needed,
+        free: sys::hugetlb::pool(page_size).map_or(0, |pool| pool.free),
     }
 }
 
