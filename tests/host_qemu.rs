@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use guestfb::rect::Rect;
 use guestfb::source::qemu::{
     ConsoleKind, ListenerOptions, QemuConsole, QemuDisplay, QemuEvent, QemuListener, Recv,
     SharedFrame, UiInfo,
@@ -744,4 +745,75 @@ fn hostile_messages_are_refused_without_harm() {
     assert!(matches!(next(&listener), QemuEvent::Disable));
     drop(conn);
     assert!(matches!(next(&listener), QemuEvent::Disconnected { .. }));
+}
+
+#[test]
+fn an_unsealed_memfd_truncated_after_scanout_map_is_an_error_not_sigbus() {
+    let _serial = serial();
+    let (listener, conn) = fake_pair(ListenerOptions::default());
+    let x8r8g8b8 = 0x2002_0888u32;
+    // A 64×64 surface whose pixel i reads i, unsealed, as QEMU 10's surfaces are.
+    let memfd = Memfd::create("hostile-surface").unwrap();
+    let pixels: Vec<u8> = (0..64 * 64u32).flat_map(u32::to_le_bytes).collect();
+    let file = std::fs::File::from(memfd.as_fd().try_clone_to_owned().unwrap());
+    std::os::unix::fs::FileExt::write_all_at(&file, &pixels, 0).unwrap();
+    let fd = || zbus::zvariant::Fd::from(memfd.as_fd());
+    call(
+        &conn,
+        MAP_IFACE,
+        "ScanoutMap",
+        &(fd(), 0u32, 64u32, 64u32, 256u32, x8r8g8b8),
+    )
+    .unwrap();
+    let QemuEvent::ScanoutMap { frame } = next(&listener) else {
+        panic!("expected ScanoutMap")
+    };
+    assert!(frame.lock().is_shared_memory());
+    assert!(
+        frame.lock().sealed_memfd().is_none(),
+        "unsealed: not exportable"
+    );
+    assert_eq!(frame.lock().bytes().to_vec(), pixels);
+
+    // QEMU draws pixel (5, 3) and sends UpdateMap: the frame shows it once read.
+    std::os::unix::fs::FileExt::write_all_at(&file, &0xABCDEFu32.to_le_bytes(), (3 * 64 + 5) * 4)
+        .unwrap();
+    let caller = {
+        let conn = conn.clone();
+        std::thread::spawn(move || call(&conn, MAP_IFACE, "UpdateMap", &(5i32, 3i32, 1i32, 1i32)))
+    };
+    let QemuEvent::UpdateMap { ack, rect, .. } = next(&listener) else {
+        panic!("expected UpdateMap")
+    };
+    assert_eq!(rect, Rect::new(5, 3, 1, 1));
+    let row = frame.lock().row(3).unwrap().to_vec();
+    assert_eq!(&row[5 * 4..6 * 4], &0xABCDEFu32.to_le_bytes());
+    ack.complete();
+    caller.join().unwrap().unwrap();
+    let before = frame.lock().bytes().to_vec();
+
+    // Then truncates the memfd under the surface. A mapping would raise SIGBUS on
+    // the next read; the update is refused with an error naming what happened.
+    file.set_len(4096).unwrap();
+    let refused = call(&conn, MAP_IFACE, "UpdateMap", &(0i32, 0i32, 64i32, 64i32));
+    assert!(refused.is_err(), "a short surface must be refused");
+    let QemuEvent::Rejected { error, .. } = next(&listener) else {
+        panic!("expected Rejected")
+    };
+    let text = error.to_string();
+    assert!(
+        text.contains("holds 4096 bytes") && text.contains("truncated after ScanoutMap"),
+        "{text}"
+    );
+    // The last good picture is still there to show, and reading it is harmless.
+    assert_eq!(frame.lock().bytes().to_vec(), before);
+    // A fresh ScanoutMap past the new end is refused before anything is read.
+    let past = call(
+        &conn,
+        MAP_IFACE,
+        "ScanoutMap",
+        &(fd(), 0u32, 64u32, 64u32, 256u32, x8r8g8b8),
+    );
+    assert!(past.is_err());
+    assert!(matches!(next(&listener), QemuEvent::Rejected { .. }));
 }

@@ -173,6 +173,22 @@ pub enum QemuError {
         /// What the fd is (`memfd`, `dma-buf`).
         kind: &'static str,
     },
+    /// QEMU's surface memfd, not sealed against shrinking, ended before the surface
+    /// did when it was read: it was truncated after `ScanoutMap`.
+    #[error(
+        "QEMU's surface memfd holds {size} bytes, but the surface needs bytes {offset}..{}: \
+         it was truncated after ScanoutMap (read with pread, so no SIGBUS); the update is \
+         refused until a new scanout",
+        .offset + .len
+    )]
+    MemfdShrank {
+        /// Offset of the read in the memfd.
+        offset: u64,
+        /// Bytes read.
+        len: u64,
+        /// The memfd's size now.
+        size: u64,
+    },
     /// An fd that is neither a memfd nor a dma-buf where QEMU sends shared memory.
     #[error(
         "{method} sent a {what}, which is neither a memfd nor a dma-buf: nothing a display \

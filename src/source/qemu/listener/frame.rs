@@ -1,21 +1,35 @@
-//! What the listener hands out: frames (owned pixel data or QEMU's mapped surface),
+//! What the listener hands out: frames (owned pixel data, QEMU's surface read or mapped),
 //! dma-buf scanouts, cursors, and the token that answers QEMU once a frame is shown.
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::format::PixelFormat;
-use crate::source::qemu::pixman;
+use crate::source::qemu::{pixman, QemuError};
 use crate::sys::dmabuf::Mapping;
 use crate::sys::memfd::Memfd;
 use crate::sys::volatile::VolatileSlice;
+use crate::sys::SysError;
 
 /// Where a frame's pixels live.
 #[derive(Debug)]
 pub(super) enum Storage {
     /// Copied out of `Scanout`/`Update` messages into a buffer guestfb owns.
     Owned(Vec<u8>),
-    /// QEMU's surface memfd, mapped read-only once at `ScanoutMap`.
+    /// QEMU's surface memfd when it is not sealed against shrinking: QEMU (or anyone
+    /// holding it) could truncate it, and a mapping would then raise SIGBUS on the next
+    /// read. It is read with `pread` instead, whole at `ScanoutMap` and the damaged rows
+    /// at each `UpdateMap`, into a buffer guestfb owns; a memfd that shrank reads short,
+    /// an error, not a signal.
+    Read {
+        memfd: OwnedFd,
+        /// The surface's offset in the memfd.
+        offset: u64,
+        pixels: Vec<u8>,
+    },
+    /// QEMU's surface memfd sealed against shrinking (`F_SEAL_SHRINK`), mapped
+    /// read-only once at `ScanoutMap`.
     Mapped {
         mapping: Mapping,
         /// The memfd and the surface's offset in it, kept when it is sealed the way
@@ -37,6 +51,31 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// Reads bytes `start..start + len` of the surface again from an unsealed memfd
+    /// (`Storage::Read`); nothing to do for other storage.
+    pub(super) fn reread(&mut self, start: u64, len: u64) -> Result<(), QemuError> {
+        let Storage::Read {
+            memfd,
+            offset,
+            pixels,
+        } = &mut self.storage
+        else {
+            return Ok(());
+        };
+        let range = usize::try_from(start)
+            .ok()
+            .zip(usize::try_from(start + len).ok())
+            .filter(|&(_, end)| end <= pixels.len());
+        let Some((from, to)) = range else {
+            return Err(QemuError::Sys(SysError::OutOfBounds {
+                offset: start,
+                len,
+                size: pixels.len() as u64,
+            }));
+        };
+        read_exact_at(memfd.as_fd(), &mut pixels[from..to], *offset + start)
+    }
+
     pub(super) fn new(
         width: u32,
         height: u32,
@@ -80,10 +119,12 @@ impl Frame {
         self.pixman
     }
 
-    /// True when the pixels are QEMU's own surface memory (the `Unix.Map` path): QEMU
-    /// may change them at any time (which is why [`Frame::bytes`] is a view).
+    /// True when the pixels come from QEMU's surface memory (the `Unix.Map` path):
+    /// mapped where the memfd is sealed against shrinking (QEMU may change the pixels
+    /// at any time, which is why [`Frame::bytes`] is a view), else read at each update
+    /// with `pread` (a memfd QEMU could truncate is never mapped).
     pub fn is_shared_memory(&self) -> bool {
-        matches!(self.storage, Storage::Mapped { .. })
+        matches!(self.storage, Storage::Mapped { .. } | Storage::Read { .. })
     }
 
     /// QEMU's surface memfd and the frame's offset in it, when the memfd is sealed
@@ -105,7 +146,9 @@ impl Frame {
     /// memory, which QEMU (and the guest's device model) may write at any time.
     pub fn bytes(&self) -> VolatileSlice<'_> {
         match &self.storage {
-            Storage::Owned(bytes) => VolatileSlice::from(&bytes[..]),
+            Storage::Owned(bytes) | Storage::Read { pixels: bytes, .. } => {
+                VolatileSlice::from(&bytes[..])
+            }
             Storage::Mapped { mapping, .. } => mapping.bytes(),
         }
     }
@@ -208,4 +251,34 @@ impl Drop for FrameToken {
         // Dropping the sender wakes the listener as completing does.
         self.done.take();
     }
+}
+
+/// Fills `buf` from `fd` at `offset` with `pread`: a file that ends early (a memfd
+/// truncated under us) is [`QemuError::MemfdShrank`], never a signal.
+pub(super) fn read_exact_at(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    offset: u64,
+) -> Result<(), QemuError> {
+    let mut done = 0;
+    while done < buf.len() {
+        match rustix::io::pread(fd, &mut buf[done..], offset + done as u64) {
+            Ok(0) => {
+                return Err(QemuError::MemfdShrank {
+                    offset,
+                    len: buf.len() as u64,
+                    size: rustix::fs::fstat(fd).map_or(0, |st| st.st_size as u64),
+                })
+            }
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(errno) => {
+                return Err(QemuError::Sys(SysError::Syscall {
+                    op: "pread (QEMU surface memfd)",
+                    errno,
+                }))
+            }
+        }
+    }
+    Ok(())
 }

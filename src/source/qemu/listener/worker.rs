@@ -23,7 +23,7 @@ use crate::sys::memfd::{Memfd, Seals};
 
 use super::checks::checked_format;
 use super::checks::{check_size, checked_cursor, checked_rect, checked_surface};
-use super::frame::{Frame, FrameToken, SharedFrame, Storage};
+use super::frame::{read_exact_at, Frame, FrameToken, SharedFrame, Storage};
 use super::{ListenerOptions, QemuEvent, DMABUF2_IFACE, LISTENER_IFACE, LISTENER_PATH, MAP_IFACE};
 use crate::import::dmabuf::{DmaBufImage, DmaBufPlane};
 
@@ -303,11 +303,21 @@ impl Worker {
                         })
                     }
                 };
-                let (width, height) = {
-                    let f = frame.lock();
-                    (f.width, f.height)
+                let rect = {
+                    let mut f = frame.lock();
+                    let rect = checked_rect(x, y, w, h, f.width, f.height)?;
+                    // An unsealed memfd is read again where the update is: the rows
+                    // from the rect's first byte to its last.
+                    if !rect.is_empty() {
+                        let bpp = u64::from(f.format.bytes_per_pixel());
+                        let stride = u64::from(f.stride);
+                        let start = u64::from(rect.y) * stride + u64::from(rect.x) * bpp;
+                        let end = u64::from(rect.y + rect.height - 1) * stride
+                            + u64::from(rect.x + rect.width) * bpp;
+                        f.reread(start, end - start)?;
+                    }
+                    rect
                 };
-                let rect = checked_rect(x, y, w, h, width, height)?;
                 gated(|ack| QemuEvent::UpdateMap {
                     frame: frame.clone(),
                     rect,
@@ -594,6 +604,22 @@ impl Worker {
                 exporter,
             }));
         };
+        if !sealed_for_udmabuf && !memfd_shrink_sealed(&kind) {
+            // QEMU could truncate this memfd under a mapping (SIGBUS on the next read):
+            // read it instead, checked.
+            let mut pixels = vec![0; len as usize];
+            read_exact_at(fd.as_fd(), &mut pixels, u64::from(offset))?;
+            let storage = Storage::Read {
+                memfd: fd,
+                offset: u64::from(offset),
+                pixels,
+            };
+            let frame = self.new_frame(
+                Frame::new(width, height, stride, format, pixman_format, storage),
+                Current::Mapped,
+            );
+            return Ok(Outcome::Event(QemuEvent::ScanoutMap { frame }));
+        }
         let page = sys::page_size();
         let base = u64::from(offset) / page * page;
         let mapping = Mapping::new(fd.as_fd(), base, (end - base) as usize, Access::Read)
@@ -721,6 +747,11 @@ impl Worker {
             exporter,
         }))
     }
+}
+
+/// Whether a memfd's seals keep it from shrinking.
+fn memfd_shrink_sealed(kind: &FdKind) -> bool {
+    matches!(kind, FdKind::Memfd { seals, .. } if seals.contains(Seals::SHRINK))
 }
 
 /// What handling one message gives.
