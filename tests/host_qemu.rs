@@ -817,3 +817,150 @@ fn an_unsealed_memfd_truncated_after_scanout_map_is_an_error_not_sigbus() {
     assert!(past.is_err());
     assert!(matches!(next(&listener), QemuEvent::Rejected { .. }));
 }
+
+/// The listener process's resident memory, in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_hostile_peer_gets_errors_and_the_listener_stays_up() {
+    let _serial = serial();
+    let (listener, conn) = fake_pair(ListenerOptions::default());
+    let x8r8g8b8 = 0x2002_0888u32;
+    let refused_with = |method: &str, iface: &str, result: zbus::Result<()>, words: &[&str]| {
+        assert!(result.is_err(), "{method} must fail for the peer");
+        let QemuEvent::Rejected { error, .. } = next(&listener) else {
+            panic!("{method}: expected Rejected")
+        };
+        let text = error.to_string();
+        for word in words {
+            assert!(
+                text.contains(word),
+                "{iface}.{method}: {word:?} not in {text:?}"
+            );
+        }
+    };
+
+    // fds of the wrong kind, where shared memory or a dma-buf is announced.
+    let (pipe_reader, _pipe_writer) = std::io::pipe().unwrap();
+    let (socket, _other_end) = UnixStream::pair().unwrap();
+    let directory = std::fs::File::open(std::env::temp_dir()).unwrap();
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let wrong: [(&str, std::os::fd::BorrowedFd<'_>); 4] = [
+        ("pipe", pipe_reader.as_fd()),
+        ("socket", socket.as_fd()),
+        ("directory", directory.as_fd()),
+        ("character device", null.as_fd()),
+    ];
+    for (kind, fd) in wrong {
+        let fd = || zbus::zvariant::Fd::from(fd);
+        let map = (fd(), 0u32, 64u32, 64u32, 256u32, x8r8g8b8);
+        refused_with(
+            "ScanoutMap",
+            MAP_IFACE,
+            call(&conn, MAP_IFACE, "ScanoutMap", &map),
+            &[kind],
+        );
+        let xrgb = u32::from_le_bytes(*b"XR24");
+        let dmabuf = (fd(), 64u32, 64u32, 256u32, xrgb, 0u64, false);
+        let result = call(&conn, LISTENER_IFACE, "ScanoutDMABUF", &dmabuf);
+        refused_with("ScanoutDMABUF", LISTENER_IFACE, result, &[kind]);
+    }
+
+    // Absurd sizes and strides.
+    let memfd = Memfd::create("hostile-sizes").unwrap();
+    memfd.set_size(64 * 64 * 4).unwrap();
+    let fd = || zbus::zvariant::Fd::from(memfd.as_fd());
+    for (width, height, stride, words) in [
+        (0u32, 64u32, 256u32, &["bad size 0x64"][..]),
+        (100_000, 64, 400_000, &["bad size 100000x64"]),
+        (64, 64, u32::MAX, &["exceeds"]),
+        (64, 64, 4, &["stride"]),
+    ] {
+        let map = (fd(), 0u32, width, height, stride, x8r8g8b8);
+        let result = call(&conn, MAP_IFACE, "ScanoutMap", &map);
+        refused_with("ScanoutMap", MAP_IFACE, result, words);
+    }
+
+    // Calls after Disable: updates of a surface that is gone.
+    let good = (fd(), 0u32, 64u32, 64u32, 256u32, x8r8g8b8);
+    call(&conn, MAP_IFACE, "ScanoutMap", &good).unwrap();
+    assert!(matches!(next(&listener), QemuEvent::ScanoutMap { .. }));
+    call(&conn, LISTENER_IFACE, "Disable", &()).unwrap();
+    assert!(matches!(next(&listener), QemuEvent::Disable));
+    let update = call(&conn, MAP_IFACE, "UpdateMap", &(0i32, 0i32, 8i32, 8i32));
+    refused_with("UpdateMap", MAP_IFACE, update, &["UpdateMap"]);
+    let data = (0i32, 0i32, 1i32, 1i32, 4u32, x8r8g8b8, vec![0u8; 4]);
+    refused_with(
+        "Update",
+        LISTENER_IFACE,
+        call(&conn, LISTENER_IFACE, "Update", &data),
+        &[],
+    );
+
+    // Still up: a good scanout is shown.
+    let pixels = vec![0x40u8; 64 * 64 * 4];
+    let scanout = (64u32, 64u32, 256u32, x8r8g8b8, pixels);
+    call(&conn, LISTENER_IFACE, "Scanout", &scanout).unwrap();
+    assert!(matches!(next(&listener), QemuEvent::Scanout { .. }));
+
+    // A flood of updates, sent without waiting for replies: one frame at a time
+    // reaches the display, the rest wait in the socket (the peer blocks), and the
+    // listener's memory stays bounded; every update is delivered once answered.
+    const FLOOD: usize = 2000;
+    let before = rss_kib();
+    let sender = {
+        let conn = conn.clone();
+        std::thread::spawn(move || {
+            for i in 0..FLOOD {
+                // The whole surface each time: 16 KiB, 32 MiB for the flood.
+                let body = (
+                    0i32,
+                    0i32,
+                    64i32,
+                    64i32,
+                    256u32,
+                    x8r8g8b8,
+                    vec![i as u8; 64 * 256],
+                );
+                let msg = zbus::Message::method_call(LISTENER_PATH, "Update")
+                    .unwrap()
+                    .interface(LISTENER_IFACE)
+                    .unwrap()
+                    .build(&body)
+                    .unwrap();
+                conn.send(&msg).unwrap();
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let first = next(&listener);
+    assert!(listener.try_recv().is_none(), "two frames in flight");
+    assert!(!sender.is_finished(), "the flood was not held back");
+    let grown = rss_kib().saturating_sub(before);
+    assert!(
+        grown < 16 * 1024,
+        "listener grew by {grown} KiB while {FLOOD} updates waited"
+    );
+    let mut delivered = 0;
+    let mut event = first;
+    loop {
+        let QemuEvent::Update { ack, .. } = event else {
+            panic!("expected Update, got {event:?}")
+        };
+        delivered += 1;
+        ack.complete();
+        if delivered == FLOOD {
+            break;
+        }
+        event = next(&listener);
+    }
+    sender.join().unwrap();
+    eprintln!("flood: {delivered} updates, listener grew by {grown} KiB while they waited");
+}

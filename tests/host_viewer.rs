@@ -356,3 +356,47 @@ fn a_short_hugetlb_pool_is_named_with_the_fix() {
         ],
     );
 }
+
+#[test]
+fn a_killed_compositor_ends_the_viewer_with_status_1_and_says_so() {
+    for gl in ["off", "auto"] {
+        let mut weston = Weston::start(WestonConfig::kiosk(320, 240, Renderer::Gl));
+        let mut child = Command::new(common::example_binary("viewer"))
+            .args(["--gl", gl, "--size", "320x240"])
+            .env("WAYLAND_DISPLAY", weston.socket_path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the viewer");
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut presenting = None;
+        for line in stdout.lines().map_while(Result::ok) {
+            if line.starts_with("viewer: presenting with") {
+                presenting = Some(line);
+                break;
+            }
+        }
+        assert!(presenting.is_some(), "gl={gl}: the viewer never presented");
+        std::thread::sleep(Duration::from_millis(500));
+        weston.kill();
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "gl={gl}: the viewer outlived its compositor"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(1), "gl={gl}: {stderr}");
+        assert!(
+            stderr.contains("viewer: lost the connection to the Wayland compositor")
+                && !stderr.contains("panicked"),
+            "gl={gl}: {stderr}"
+        );
+    }
+}
