@@ -71,6 +71,24 @@ if ((lint_rc != 0)); then
     echo "test: FAIL: lint" >&2
 fi
 
+# --- fuzz smoke: every fuzz target built and run on random inputs ------------------------
+# (Uninstrumented: a smoke that the targets build and hold up, not a soak; the soak is
+# `cargo fuzz run`, see the README's Fuzzing section.)
+fuzz_rc=0
+FUZZ_RUNS=${GUESTFB_FUZZ_RUNS:-20000}
+echo "test: fuzz smoke: each target on $FUZZ_RUNS random inputs"
+{
+    cargo build --quiet --manifest-path fuzz/Cargo.toml --bins \
+        && for target in fuzz/fuzz_targets/*.rs; do
+            name=$(basename "$target" .rs)
+            fuzz/target/debug/"$name" -runs="$FUZZ_RUNS" -seed=1 2>&1 | tail -n 1 | sed "s/^/$name: /"
+            ((${PIPESTATUS[0]} == 0)) || exit 1
+        done
+} 2>&1 | tail -n 20 || fuzz_rc=$?
+if ((fuzz_rc != 0)); then
+    echo "test: FAIL: fuzz smoke" >&2
+fi
+
 # --- 4. host tier ---------------------------------------------------------------------------
 host_tests=()
 guest_tests=()
@@ -97,6 +115,7 @@ host_seconds=$((SECONDS - start))
 echo "test: host tier: $host_passed passed, exit $host_rc, ${host_seconds} s"
 ((host_rc == 0)) || status=1
 ((lint_rc == 0)) || status=1
+((fuzz_rc == 0)) || status=1
 
 # --- 5. guest tier -----------------------------------------------------------------------
 start=$SECONDS
@@ -131,6 +150,7 @@ fi
 
 cat >"$REPORT" <<EOF
 lint_exit=$lint_rc
+fuzz_exit=$fuzz_rc
 host_passed=$host_passed
 host_exit=$host_rc
 host_seconds=$host_seconds

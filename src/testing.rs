@@ -21,3 +21,33 @@ pub fn sync_raw(dmabuf: &DmaBuf, flags: u64) -> Result<(), SysError> {
 pub fn set_udmabuf_limits(pins: &mut PinManager, limits: Limits) {
     pins.set_udmabuf_limits(limits);
 }
+
+/// QEMU's listener messages handled one by one, without a connection (the fuzz target
+/// `qemu_listener` drives it). Events are dropped as they come; gated updates complete.
+#[cfg(feature = "qemu")]
+pub struct ListenerHarness(crate::source::qemu::listener::Harness);
+
+#[cfg(feature = "qemu")]
+impl std::fmt::Debug for ListenerHarness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ListenerHarness")
+    }
+}
+
+#[cfg(feature = "qemu")]
+impl ListenerHarness {
+    /// A listener serving what `options` offers, with no surface yet.
+    pub fn new(
+        options: crate::source::qemu::ListenerOptions,
+    ) -> Result<Self, crate::source::qemu::QemuError> {
+        crate::source::qemu::listener::Harness::new(options).map(Self)
+    }
+
+    /// Handles one method call; the error QEMU would be answered with, if any.
+    pub fn call(
+        &mut self,
+        message: &zbus::message::Message,
+    ) -> Result<(), crate::source::qemu::QemuError> {
+        self.0.handle(message)
+    }
+}

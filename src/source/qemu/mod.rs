@@ -21,7 +21,7 @@
 //! error and reported as [`QemuEvent::Rejected`].
 
 mod keymap;
-mod listener;
+pub(crate) mod listener;
 pub mod pixman;
 
 use std::os::unix::net::UnixStream;

@@ -311,3 +311,52 @@ impl Drop for QemuListener {
         }
     }
 }
+
+/// The listener's message handling without a connection or a thread: each message is
+/// handled as the worker would, its events dropped at once (a gated update's token
+/// completes on drop). For the fuzz target, through `guestfb::testing`.
+#[cfg(feature = "testing")]
+pub(crate) struct Harness {
+    worker: Worker,
+    events: Receiver<QemuEvent>,
+    _wake: UnixStream,
+}
+
+#[cfg(feature = "testing")]
+impl Harness {
+    pub(crate) fn new(options: ListenerOptions) -> Result<Self, QemuError> {
+        let (wake_tx, wake) = UnixStream::pair().map_err(QemuError::socket("socketpair"))?;
+        wake_tx
+            .set_nonblocking(true)
+            .map_err(QemuError::socket("set_nonblocking"))?;
+        let (tx, events) = mpsc::channel();
+        let worker = Worker {
+            options,
+            surface_size: None,
+            tx,
+            wake: wake_tx,
+            stop: Arc::new(AtomicBool::new(false)),
+            current: Current::None,
+            last_dmabuf: None,
+        };
+        Ok(Self {
+            worker,
+            events,
+            _wake: wake,
+        })
+    }
+
+    /// Handles `message` (its interface and member from its header); the error QEMU
+    /// would get, if any.
+    pub(crate) fn handle(&mut self, message: &zbus::message::Message) -> Result<(), QemuError> {
+        let header = message.header();
+        let member = header
+            .member()
+            .map(|m| m.as_str().to_owned())
+            .unwrap_or_default();
+        let interface = header.interface().map(|i| i.as_str().to_owned());
+        let outcome = self.worker.handle(interface.as_deref(), &member, message);
+        while self.events.try_recv().is_ok() {}
+        outcome.map(drop)
+    }
+}
