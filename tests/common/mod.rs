@@ -3,6 +3,7 @@
 
 #[cfg(feature = "qemu")]
 pub mod qemu;
+pub mod soak;
 pub mod weston;
 
 use std::path::{Path, PathBuf};
