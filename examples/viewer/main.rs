@@ -44,7 +44,10 @@ use guestfb::import::CpuMapping;
 use guestfb::present::wayland::{PresenterEvent, PresenterOptions};
 use guestfb::rect::Rect;
 
-use crate::presenter::{open_zero_copy, GlMode, PresentMode, Presenter, ShowError, Stats};
+use crate::presenter::{
+    open_zero_copy, stop_on_signals, stop_requested, GlMode, PresentMode, Presenter, ShowError,
+    Stats,
+};
 use guestfb::source::demo::{Buffering, DemoConfig, DemoGuest, FIRST_BUFFER_ID};
 
 /// Where the picture goes.
@@ -358,7 +361,12 @@ fn run() -> Result<(), Error> {
     let mut step_wanted = false;
     let mut stats = Stats::default();
     let started = Instant::now();
+    stop_on_signals();
     loop {
+        if stop_requested() {
+            println!("viewer: stopped by a signal after {} frames", stats.frames);
+            break;
+        }
         let events = presenter.dispatch(Duration::from_millis(100))?;
         if events.contains(&PresenterEvent::Close) || presenter.is_closed() {
             println!("viewer: window closed");
@@ -512,7 +520,8 @@ fn run_kms(
     }
     let started = Instant::now();
     let mut frames = 0;
-    while args.frames == 0 || frames < args.frames {
+    stop_on_signals();
+    while (args.frames == 0 || frames < args.frames) && !stop_requested() {
         let export = &exports[guest.front_index()];
         match presenter.present(export) {
             Ok(status) if frames == 0 => println!("viewer: first frame: {status:?}"),
