@@ -38,7 +38,9 @@ use std::time::{Duration, Instant};
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
-use guestfb::export::{Exporter, PinManager, PinPolicy, PinPurpose};
+use guestfb::export::{
+    ExportError, ExportedFramebuffer, Exporter, PinManager, PinPolicy, PinPurpose,
+};
 use guestfb::format::PixelFormat;
 use guestfb::import::CpuMapping;
 use guestfb::present::wayland::{PresenterEvent, PresenterOptions};
@@ -311,24 +313,35 @@ fn run() -> Result<(), Error> {
         return run_kms(&args, device.as_deref(), guest, pins);
     }
     let exporter = Exporter::new(guest.memory().clone(), pins);
-    let purpose = if args.gl == GlMode::Off {
-        PinPurpose::CpuRead
-    } else {
-        PinPurpose::Scanout
-    };
     // Each guest buffer is exported once (buffer ids 1 and 2); presenters cache
     // their import by buffer id, so a flip costs no new import.
-    let mut exports = Vec::new();
-    let mut mappings = Vec::new();
-    for index in 0..guest.buffer_count() as usize {
-        let export = exporter.export(
-            FIRST_BUFFER_ID + index as u64,
-            &guest.buffer_desc(index),
-            purpose,
-        )?;
-        mappings.push(CpuMapping::new(export.clone()));
-        exports.push(export);
-    }
+    let export_all = |purpose| -> Result<Vec<ExportedFramebuffer>, ExportError> {
+        (0..guest.buffer_count() as usize)
+            .map(|index| {
+                exporter.export(
+                    FIRST_BUFFER_ID + index as u64,
+                    &guest.buffer_desc(index),
+                    purpose,
+                )
+            })
+            .collect()
+    };
+    let mut gl = args.gl;
+    let exports = match gl {
+        GlMode::Off => export_all(PinPurpose::CpuRead)?,
+        GlMode::On => export_all(PinPurpose::Scanout)?,
+        // A frame zero copy cannot take (over udmabuf's size limit, the budget) is
+        // still shown by the CPU path, which needs no dma-buf.
+        GlMode::Auto => match export_all(PinPurpose::Scanout) {
+            Ok(exports) => exports,
+            Err(why) => {
+                println!("viewer: gl=on not possible ({why}); falling back to gl=off");
+                gl = GlMode::Off;
+                export_all(PinPurpose::CpuRead)?
+            }
+        },
+    };
+    let mappings: Vec<CpuMapping> = exports.iter().cloned().map(CpuMapping::new).collect();
     let export = &exports[0];
     println!(
         "viewer: {}x{} {} guest, {} buffer(s), CPU read path {:?}",
@@ -342,7 +355,7 @@ fn run() -> Result<(), Error> {
     let title = format!("guestfb demo guest {width}x{height} {}", args.format);
     let mut window = PresenterOptions::new(width, height);
     window.title = title;
-    let mut presenter = match (args.gl, args.present) {
+    let mut presenter = match (gl, args.present) {
         (GlMode::Off, _) | (_, PresentMode::Shm) => Presenter::open_shm(&window)?,
         (GlMode::On, mode) => open_zero_copy(mode, export, &window)?,
         (GlMode::Auto, mode) => match open_zero_copy(mode, export, &window) {

@@ -120,7 +120,8 @@ impl Exporter {
     /// A contiguous backing becomes one `UDMABUF_CREATE`, a scattered one a
     /// `UDMABUF_CREATE_LIST` (contiguous pieces merged first; over `list_limit` is an
     /// error naming the limit). Without `/dev/udmabuf` the export maps the memfds
-    /// directly and pins nothing.
+    /// directly and pins nothing, as does a [`PinPurpose::CpuRead`] export over
+    /// udmabuf's `size_limit_mb` or `list_limit` (a scanout there is that error).
     pub fn export(
         &self,
         buffer_id: BufferId,

@@ -298,9 +298,10 @@ impl PinManager {
 
     /// Pins `pieces` (in order) for buffer `buffer_id` generation `generation`.
     ///
-    /// Identical pieces share one udmabuf. The budget is checked and the pages are
-    /// populated before any udmabuf is created: a short hugetlb pool is an error here,
-    /// never a SIGBUS later.
+    /// Identical pieces share one udmabuf. udmabuf's limits, the budget and the seals
+    /// are checked and the pages populated before any udmabuf is created: a short
+    /// hugetlb pool is an error here, never a SIGBUS later. A [`PinPurpose::CpuRead`]
+    /// over udmabuf's limits pins nothing and maps the memfds directly instead.
     pub(crate) fn pin(
         &self,
         pieces: &[MemfdPiece],
@@ -330,10 +331,13 @@ impl PinManager {
             buffer_id,
             generation,
         };
+        // A scanout shares only a pin that has the dma-buf it needs (a CPU read over
+        // the udmabuf limits pins without one, see below).
+        let needs_dmabuf = purpose == PinPurpose::Scanout && self.udmabuf.is_some();
         if let Some((&record_id, record)) = table
             .records
             .iter_mut()
-            .find(|(_, record)| record.pieces == key)
+            .find(|(_, record)| record.pieces == key && (record.dmabuf.is_some() || !needs_dmabuf))
         {
             record.holders.push(holder);
             return Ok(PinLease {
@@ -346,15 +350,6 @@ impl PinManager {
 
         let dmabuf = match &self.udmabuf {
             Some(device) => {
-                let pinned = table.pinned_bytes_with(&[]);
-                let after = table.pinned_bytes_with(&key);
-                if after > self.policy.budget {
-                    return Err(ExportError::BudgetExceeded {
-                        requested: after - pinned,
-                        pinned,
-                        budget: self.policy.budget,
-                    });
-                }
                 let ranges: Vec<udmabuf::Range<'_>> = pieces
                     .iter()
                     .map(|piece| udmabuf::Range {
@@ -365,18 +360,39 @@ impl PinManager {
                     .collect();
                 // Check limits and seals before touching the pool.
                 let total = pieces.iter().map(|piece| piece.len).sum();
-                device.limits().check(ranges.len(), total)?;
-                for range in &ranges {
-                    udmabuf::check_range(range)?;
+                match device.limits().check(ranges.len(), total) {
+                    Ok(()) => {
+                        let pinned = table.pinned_bytes_with(&[]);
+                        let after = table.pinned_bytes_with(&key);
+                        if after > self.policy.budget {
+                            return Err(ExportError::BudgetExceeded {
+                                requested: after - pinned,
+                                pinned,
+                                budget: self.policy.budget,
+                            });
+                        }
+                        for range in &ranges {
+                            udmabuf::check_range(range)?;
+                        }
+                        for piece in pieces {
+                            populate(&piece.memfd, piece.offset, piece.len)?;
+                        }
+                        Some(if let [range] = ranges.as_slice() {
+                            device.create(*range)?
+                        } else {
+                            device.create_list(&ranges)?
+                        })
+                    }
+                    // Over udmabuf's limits a CPU read needs no dma-buf: the memfds are
+                    // mapped directly (`CpuPath::MemfdDirect`), as without udmabuf. A
+                    // scanout has no such way out: the error names the limit.
+                    Err(SysError::SizeLimit { .. } | SysError::ListLimit { .. })
+                        if purpose == PinPurpose::CpuRead =>
+                    {
+                        None
+                    }
+                    Err(error) => return Err(error.into()),
                 }
-                for piece in pieces {
-                    populate(&piece.memfd, piece.offset, piece.len)?;
-                }
-                Some(if let [range] = ranges.as_slice() {
-                    device.create(*range)?
-                } else {
-                    device.create_list(&ranges)?
-                })
             }
             None => None,
         };
