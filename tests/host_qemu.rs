@@ -964,3 +964,48 @@ fn a_hostile_peer_gets_errors_and_the_listener_stays_up() {
     sender.join().unwrap();
     eprintln!("flood: {delivered} updates, listener grew by {grown} KiB while they waited");
 }
+
+#[test]
+fn qemu_dying_while_an_update_waits_for_its_frame_ends_the_listener_cleanly() {
+    let _serial = serial();
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let listener = QemuListener::serve(ours, ListenerOptions::default()).unwrap();
+    let peer_socket = theirs.try_clone().unwrap();
+    let conn = fake_qemu(theirs);
+    let memfd = Memfd::create("dying-surface").unwrap();
+    memfd.set_size(64 * 64 * 4).unwrap();
+    let fd = zbus::zvariant::Fd::from(memfd.as_fd());
+    let surface = (fd, 0u32, 64u32, 64u32, 256u32, 0x2002_0888u32);
+    call(&conn, MAP_IFACE, "ScanoutMap", &surface).unwrap();
+    assert!(matches!(next(&listener), QemuEvent::ScanoutMap { .. }));
+    let caller = {
+        let conn = conn.clone();
+        std::thread::spawn(move || call(&conn, MAP_IFACE, "UpdateMap", &(0i32, 0i32, 8i32, 8i32)))
+    };
+    let QemuEvent::UpdateMap { ack, .. } = next(&listener) else {
+        panic!("expected UpdateMap")
+    };
+    // QEMU dies with the update unanswered: its socket closes under the listener,
+    // which is waiting for the frame, not reading.
+    peer_socket.shutdown(std::net::Shutdown::Both).unwrap();
+    let started = Instant::now();
+    let reason = match listener.recv_timeout(Duration::from_secs(5)) {
+        Recv::Event(QemuEvent::Disconnected { reason }) => reason,
+        other => panic!("expected Disconnected after QEMU died, got {other:?}"),
+    };
+    assert!(
+        reason.contains("hung up while an update waited"),
+        "{reason}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // The viewer presents the frame afterwards: answering a dead QEMU is harmless.
+    ack.complete();
+    assert!(
+        caller.join().unwrap().is_err(),
+        "the dead caller got no reply"
+    );
+}

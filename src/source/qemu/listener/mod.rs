@@ -238,6 +238,8 @@ impl QemuListener {
             stop: stop.clone(),
             current: Current::None,
             last_dmabuf: None,
+            peer: None,
+            hung_up: false,
         };
         let thread = std::thread::Builder::new()
             .name("guestfb-qemu-listener".into())
@@ -338,6 +340,8 @@ impl Harness {
             stop: Arc::new(AtomicBool::new(false)),
             current: Current::None,
             last_dmabuf: None,
+            peer: None,
+            hung_up: false,
         };
         Ok(Self {
             worker,

@@ -56,6 +56,11 @@ pub(super) struct Worker {
     /// `UpdateDMABUF` (its console resize switches surfaces), and the update still
     /// means that dma-buf.
     pub(super) last_dmabuf: Option<(u32, u32)>,
+    /// A dup of the socket to QEMU, to notice QEMU's death while an update waits for
+    /// its frame (the message loop is not reading then).
+    pub(super) peer: Option<UnixStream>,
+    /// Set when QEMU hung up during such a wait.
+    pub(super) hung_up: bool,
 }
 
 /// What handling one call produced.
@@ -76,6 +81,23 @@ pub(super) enum Body {
 }
 
 impl Worker {
+    /// Whether QEMU closed its end of the socket.
+    fn peer_hung_up(&self) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec};
+        let Some(peer) = &self.peer else {
+            return false;
+        };
+        let mut fds = [PollFd::new(peer, PollFlags::RDHUP)];
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+            && fds[0]
+                .revents()
+                .intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR)
+    }
+
     pub(super) fn send(&self, event: QemuEvent) -> bool {
         if self.tx.send(event).is_err() {
             return false;
@@ -101,6 +123,7 @@ impl Worker {
         // The message stream must exist before the reader starts: QEMU reads the
         // listener's properties right after authenticating, and a message that arrives
         // before a stream is subscribed is lost (`build_message_iterator`).
+        self.peer = stream.try_clone().ok();
         #[allow(deprecated)]
         let messages = connection::Builder::unix_stream(stream)
             .p2p()
@@ -121,7 +144,11 @@ impl Worker {
                 continue;
             }
             if !self.dispatch(&conn, &message) {
-                return Ok("listener closed".into());
+                return Ok(if self.hung_up {
+                    "QEMU hung up while an update waited for its frame".into()
+                } else {
+                    "listener closed".into()
+                });
             }
         }
         Ok("QEMU closed the listener connection".into())
@@ -162,6 +189,10 @@ impl Worker {
                         Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
                         Err(RecvTimeoutError::Timeout) => {
                             if self.stop.load(Ordering::SeqCst) {
+                                return false;
+                            }
+                            if self.peer_hung_up() {
+                                self.hung_up = true;
                                 return false;
                             }
                         }
