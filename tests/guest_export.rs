@@ -723,3 +723,54 @@ fn a_frame_over_udmabufs_size_limit_falls_back_with_gl_auto_and_fails_with_gl_on
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("udmabuf.size_limit_mb"), "--gl on: {text}");
 }
+
+#[test]
+fn a_hugetlb_pool_emptied_while_running_makes_the_next_export_an_error_not_sigbus() {
+    if !common::require_guest(
+        "a_hugetlb_pool_emptied_while_running_makes_the_next_export_an_error_not_sigbus",
+    ) {
+        return;
+    }
+    // A running guest on hugetlb RAM, shown; a balloon gives its framebuffer's pages
+    // back (discard, revoking the export); another process then takes every free page.
+    let guest = DemoGuest::new(DemoConfig {
+        width: 640,
+        height: 480,
+        hugetlb: Some(2 * MIB),
+        ..DemoConfig::default()
+    })
+    .unwrap();
+    let exporter = Exporter::new(guest.memory().clone(), PinManager::new(unlimited()));
+    let shown = exporter
+        .export(1, &guest.desc(), PinPurpose::Scanout)
+        .unwrap();
+    let size = guest.memfd().size().unwrap();
+    exporter
+        .pins()
+        .discard(guest.memfd(), 0, size, DiscardMode::Revoke)
+        .unwrap();
+    assert!(shown.is_revoked());
+    let free = guestfb::sys::hugetlb::pool(2 * MIB).unwrap().free;
+    let hog = Memfd::create_hugetlb("pool-hog", 2 * MIB).unwrap();
+    hog.set_size(free * 2 * MIB).unwrap();
+    hog.allocate(0, free * 2 * MIB).unwrap();
+    assert_eq!(guestfb::sys::hugetlb::pool(2 * MIB).unwrap().free, 0);
+
+    // The guest's next frame cannot be exported: a clear error, nothing pinned, and
+    // the CPU path refuses it the same way (populate comes before any mapping).
+    for purpose in [PinPurpose::Scanout, PinPurpose::CpuRead] {
+        match exporter.export(1, &guest.desc(), purpose) {
+            Err(error @ ExportError::PoolExhausted { free: 0, .. }) => {
+                assert!(error.to_string().contains("nr_hugepages"), "{error}");
+            }
+            other => panic!("{purpose:?}: expected PoolExhausted, got {other:?}"),
+        }
+    }
+    assert_eq!(exporter.pins().pin_count(), 0);
+    // The pool refilled (the hog gone), the guest is shown again.
+    drop(hog);
+    let again = exporter
+        .export(1, &guest.desc(), PinPurpose::Scanout)
+        .expect("export after the pool refilled");
+    assert!(again.generation() > shown.generation() && !again.is_revoked());
+}
