@@ -9,11 +9,12 @@
 #   (ui-dbus.so, in qemu-system-modules-opengl) for the QEMU frame source tests.
 # - dbus-daemon for a private session bus per QEMU test; seabios + ipxe-qemu so that
 #   `-vga std -nodefaults` shows the firmware screen (VGA BIOS, option ROMs).
+# - g++ for libFuzzer, which the fuzz targets link (built by the test command).
 # - Never installs a linux-image/linux-headers package: the guest kernel is unpacked
 #   under target/ by scripts/guest/setup.sh.
 set -euo pipefail
 
-STAMP=/var/lib/guestfb/setup-host.v4
+STAMP=/var/lib/guestfb/setup-host.v5
 if [[ -f $STAMP ]]; then
     exit 0
 fi
@@ -49,7 +50,7 @@ apt-get install -y -qq --no-install-recommends -t bookworm-backports \
     libegl1 libgles2 libwayland-egl1 qemu-system-modules-opengl seabios >/dev/null
 apt-get install -y -qq --no-install-recommends \
     dbus-daemon ipxe-qemu xvfb xdotool busybox-static pahole kmod cpio xz-utils zstd gzip libpixman-1-dev pkg-config \
-    patch make gcc >/dev/null
+    patch make gcc g++ >/dev/null
 
 # QEMU's D-Bus display lives in a module; without it `-display dbus` fails at run time.
 if ! dpkg -L qemu-system-modules-opengl | grep -q '/ui-dbus\.so$'; then
