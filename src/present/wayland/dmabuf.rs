@@ -161,12 +161,7 @@ impl DmaBufPresenter {
     /// [`PresentError::MissingGlobal`] when the compositor has no `zwp_linux_dmabuf_v1`
     /// (v3 or later).
     pub fn connect(options: PresenterOptions) -> Result<Self, PresentError> {
-        let window::Opened {
-            conn,
-            globals,
-            queue,
-            qh,
-        } = window::open::<App>(options.socket.as_deref())?;
+        let (conn, globals, queue, qh) = window::open::<App>(options.socket.as_deref())?;
         let dmabuf = DmabufState::new(&globals, &qh);
         let Some(version) = dmabuf.version() else {
             return Err(PresentError::MissingGlobal {

@@ -106,12 +106,7 @@ impl EglPresenter {
     /// Connects to the compositor of [`PresenterOptions::socket`] and opens the window
     /// and an EGL display on it.
     pub fn connect(options: PresenterOptions) -> Result<Self, GlPresentError> {
-        let window::Opened {
-            conn,
-            globals,
-            queue,
-            qh,
-        } = window::open::<App>(options.socket.as_deref())?;
+        let (conn, globals, queue, qh) = window::open::<App>(options.socket.as_deref())?;
         let compositor = CompositorState::bind(&globals, &qh).map_err(missing("wl_compositor"))?;
         let core = WindowCore::new(
             &globals,

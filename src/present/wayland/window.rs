@@ -67,15 +67,11 @@ pub(crate) fn connect(socket: Option<&Path>) -> Result<Connection, PresentError>
     Ok(Connection::from_socket(stream)?)
 }
 
-/// A new connection as a presenter's constructor starts from.
-pub(crate) struct Opened<D> {
-    pub(crate) conn: Connection,
-    pub(crate) globals: GlobalList,
-    pub(crate) queue: EventQueue<D>,
-    pub(crate) qh: QueueHandle<D>,
-}
+/// A new connection as a presenter's constructor starts from: the connection (see
+/// [`connect`]), the registry's globals, and an event queue for `D` with its handle.
+pub(crate) type Opened<D> = (Connection, GlobalList, EventQueue<D>, QueueHandle<D>);
 
-/// Connects (see [`connect`]) and makes the registry's globals and an event queue for `D`.
+/// Connects and makes the registry's globals and an event queue for `D`.
 pub(crate) fn open<D>(socket: Option<&Path>) -> Result<Opened<D>, PresentError>
 where
     D: Dispatch<wl_registry::WlRegistry, GlobalListContents> + 'static,
@@ -83,12 +79,7 @@ where
     let conn = connect(socket)?;
     let (globals, queue) = init_queue::<D>(&conn)?;
     let qh = queue.handle();
-    Ok(Opened {
-        conn,
-        globals,
-        queue,
-        qh,
-    })
+    Ok((conn, globals, queue, qh))
 }
 
 /// The registry's globals and a fresh event queue for `D`.

@@ -100,12 +100,7 @@ impl ShmPresenter {
     /// [`is_ready`](Self::is_ready) (the first [`PresenterEvent::Configure`]).
     pub fn connect(options: PresenterOptions) -> Result<Self, PresentError> {
         let spec = FrameSpec::new(options.width, options.height, options.format)?;
-        let window::Opened {
-            conn,
-            globals,
-            queue,
-            qh,
-        } = window::open::<App>(options.socket.as_deref())?;
+        let (conn, globals, queue, qh) = window::open::<App>(options.socket.as_deref())?;
         let compositor = CompositorState::bind(&globals, &qh).map_err(missing("wl_compositor"))?;
         let mut core = WindowCore::new(
             &globals,

@@ -12,6 +12,7 @@
 
 mod checks;
 mod frame;
+mod surfaces;
 mod worker;
 
 pub use frame::{Cursor, Frame, FrameToken, SharedFrame};
@@ -353,12 +354,7 @@ impl Harness {
     /// Handles `message` (its interface and member from its header); the error QEMU
     /// would get, if any.
     pub(crate) fn handle(&mut self, message: &zbus::message::Message) -> Result<(), QemuError> {
-        let header = message.header();
-        let member = header
-            .member()
-            .map(|m| m.as_str().to_owned())
-            .unwrap_or_default();
-        let interface = header.interface().map(|i| i.as_str().to_owned());
+        let (interface, member) = worker::call_target(message);
         let outcome = self.worker.handle(interface.as_deref(), &member, message);
         while self.events.try_recv().is_ok() {}
         outcome.map(drop)
