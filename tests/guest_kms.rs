@@ -181,6 +181,16 @@ fn copy_path_converts_a_format_the_plane_lacks() {
     // BGR888, so the frame falls back to the CPU fill, and the log says why.
     assert_eq!(status.fill, Some("cpu"));
     eprintln!("copy path log: {:?}", presenter.log());
+    // The scanout buffer is a gbm buffer object: Mesa's GBM in software (kms_swrast)
+    // on vkms' card node, no GPU (GBM_ALWAYS_SOFTWARE is not even needed).
+    assert!(
+        presenter
+            .log()
+            .iter()
+            .any(|line| line.contains("copy path: gbm buffer object")),
+        "{:?}",
+        presenter.log()
+    );
     assert_demo_frame(&capture.take(&presenter), 1, "BGR888 through the copy path");
     #[cfg(feature = "egl")]
     if presenter.fill_name() == "gl" {

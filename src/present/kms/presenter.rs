@@ -335,7 +335,12 @@ impl KmsPresenter {
                 gbm::Format::Xrgb8888,
                 gbm::BufferObjectFlags::SCANOUT | gbm::BufferObjectFlags::LINEAR,
             ) {
-                Ok(bo) => return Ok(CopyBuffer::Gbm(bo)),
+                Ok(bo) => {
+                    self.note(format!(
+                        "copy path: gbm buffer object {width}x{height} XRGB8888 SCANOUT|LINEAR"
+                    ));
+                    return Ok(CopyBuffer::Gbm(bo));
+                }
                 Err(source) => {
                     self.note(format!(
                         "gbm_bo_create {width}x{height} XRGB8888 SCANOUT|LINEAR failed ({source}); \
