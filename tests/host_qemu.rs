@@ -7,7 +7,6 @@
 //! (`scripts/setup-host.sh` installs them).
 #![cfg(feature = "qemu")]
 
-use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -384,40 +383,7 @@ fn killed_qemu_disconnects_cleanly_and_a_restart_attaches_again() {
 
 // --- a fake QEMU: the D-Bus auth server side of the listener socket -----------------
 
-const FAKE_GUID: &str = "0123456789abcdef0123456789abcdef";
-
-fn read_line(stream: &mut UnixStream) -> String {
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while !line.ends_with(b"\r\n") {
-        stream.read_exact(&mut byte).unwrap();
-        line.push(byte[0]);
-    }
-    String::from_utf8(line).unwrap()
-}
-
-/// Plays QEMU's part: authenticates the listener (SASL EXTERNAL, unix fds) and returns a
-/// connection that calls the listener's methods.
-fn fake_qemu(mut stream: UnixStream) -> zbus::blocking::Connection {
-    let auth = read_line(&mut stream);
-    assert!(auth.starts_with("\0AUTH EXTERNAL"), "{auth:?}");
-    write!(stream, "OK {FAKE_GUID}\r\n").unwrap();
-    loop {
-        let line = read_line(&mut stream);
-        match line.trim_end() {
-            "NEGOTIATE_UNIX_FD" => write!(stream, "AGREE_UNIX_FD\r\n").unwrap(),
-            "BEGIN" => break,
-            other => panic!("unexpected auth line {other:?}"),
-        }
-    }
-    let socket = async_io::Async::new(stream).unwrap();
-    let conn = zbus::blocking::connection::Builder::authenticated_socket(socket, FAKE_GUID)
-        .unwrap()
-        .p2p()
-        .build()
-        .unwrap();
-    conn
-}
+use common::qemu::fake_qemu;
 
 fn fake_pair(options: ListenerOptions) -> (QemuListener, zbus::blocking::Connection) {
     let (ours, theirs) = UnixStream::pair().unwrap();

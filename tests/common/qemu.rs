@@ -234,3 +234,38 @@ pub fn wait_for_display_at(address: &str, timeout: Duration) -> QemuDisplay {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+const FAKE_GUID: &str = "0123456789abcdef0123456789abcdef";
+
+fn read_line(stream: &mut UnixStream) -> String {
+    use std::io::Read;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        line.push(byte[0]);
+    }
+    String::from_utf8(line).unwrap()
+}
+
+/// Plays QEMU's part on a listener socket: authenticates the listener (SASL EXTERNAL,
+/// unix fds) and returns a connection that calls the listener's methods.
+pub fn fake_qemu(mut stream: UnixStream) -> zbus::blocking::Connection {
+    let auth = read_line(&mut stream);
+    assert!(auth.starts_with("\0AUTH EXTERNAL"), "{auth:?}");
+    write!(stream, "OK {FAKE_GUID}\r\n").unwrap();
+    loop {
+        let line = read_line(&mut stream);
+        match line.trim_end() {
+            "NEGOTIATE_UNIX_FD" => write!(stream, "AGREE_UNIX_FD\r\n").unwrap(),
+            "BEGIN" => break,
+            other => panic!("unexpected auth line {other:?}"),
+        }
+    }
+    let socket = async_io::Async::new(stream).unwrap();
+    zbus::blocking::connection::Builder::authenticated_socket(socket, FAKE_GUID)
+        .unwrap()
+        .p2p()
+        .build()
+        .unwrap()
+}
