@@ -42,6 +42,14 @@ fn unlimited() -> PinPolicy {
     }
 }
 
+/// An exporter of `guest`'s memory whose pin manager checks against `limits` (small
+/// ones make the limit errors reachable).
+fn limited_exporter(guest: &DemoGuest, limits: guestfb::sys::udmabuf::Limits) -> Exporter {
+    let mut pins = PinManager::new(unlimited());
+    pin::set_udmabuf_limits(&mut pins, limits);
+    Exporter::new(guest.memory().clone(), pins)
+}
+
 /// A linear XRGB8888 framebuffer covering `len` bytes at guest address `addr`.
 fn desc_covering(addr: u64, len: u64) -> FramebufferDesc {
     let stride = 4096;
@@ -322,15 +330,13 @@ fn old_kernel_policy_and_list_limit() {
         ..DemoConfig::default()
     })
     .unwrap();
-    let mut pins = PinManager::new(unlimited());
-    pin::set_udmabuf_limits(
-        &mut pins,
+    let exporter = limited_exporter(
+        &guest,
         guestfb::sys::udmabuf::Limits {
             size_limit_mb: 256,
             list_limit: 1,
         },
     );
-    let exporter = Exporter::new(guest.memory().clone(), pins);
     let error = exporter
         .export(1, &guest.desc(), PinPurpose::Scanout)
         .unwrap_err();
@@ -599,15 +605,13 @@ fn over_udmabuf_size_limit_a_cpu_read_maps_the_memfd_and_a_scanout_names_the_lim
     .unwrap();
     // A 256 KiB frame over a limit of 0 MiB stands in for an 8K frame (132 MB) over
     // the default 64 MiB.
-    let mut pins = PinManager::new(unlimited());
-    pin::set_udmabuf_limits(
-        &mut pins,
+    let limited = limited_exporter(
+        &guest,
         guestfb::sys::udmabuf::Limits {
             size_limit_mb: 0,
             list_limit: 1024,
         },
     );
-    let limited = Exporter::new(guest.memory().clone(), pins);
     let error = limited
         .export(1, &guest.desc(), PinPurpose::Scanout)
         .unwrap_err();

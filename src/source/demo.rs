@@ -15,6 +15,7 @@
 
 use std::sync::Arc;
 
+use crate::export::pin::kernel::populate;
 use crate::export::{ExportError, FramebufferDesc, GuestMemory, GuestRange, PlaneDesc};
 use crate::format::PixelFormat;
 use crate::rect::Rect;
@@ -237,15 +238,11 @@ impl DemoGuest {
         };
         memfd.set_size(ram_size)?;
         memfd.add_seals(Seals::SHRINK | Seals::GROW)?;
-        if let Some(page_size) = config.hugetlb {
-            // Take the pool's pages now: an empty pool is an error here, not a SIGBUS.
-            // (Checked above; another process may have taken them since.)
-            memfd
-                .allocate(0, ram_size)
-                .map_err(|error| match error.errno() {
-                    Some(rustix::io::Errno::NOSPC) => pool_short(page_size, ram_size / page_size),
-                    _ => error.into(),
-                })?;
+        if config.hugetlb.is_some() {
+            // Take the pool's pages now, as the pin manager does before pinning: an
+            // empty pool is `PoolExhausted` here, not a SIGBUS. (Checked above; another
+            // process may have taken them since.)
+            populate(&memfd, 0, ram_size)?;
         }
         let ram_len = usize::try_from(ram_size).map_err(|_| SysError::OutOfBounds {
             offset: 0,
@@ -526,19 +523,15 @@ impl DemoGuest {
 /// Refuses hugetlb guest RAM of `needed` pages when the pool has fewer free, before
 /// any allocation.
 fn check_pool(page_size: u64, needed: u64) -> Result<(), ExportError> {
-    match sys::hugetlb::pool(page_size) {
-        Some(pool) if pool.free >= needed => Ok(()),
-        _ => Err(pool_short(page_size, needed)),
+    let free = sys::hugetlb::pool(page_size).map_or(0, |pool| pool.free);
+    if free >= needed {
+        return Ok(());
     }
-}
-
-/// The pool of `page_size` pages cannot give `needed` pages now.
-fn pool_short(page_size: u64, needed: u64) -> ExportError {
-    ExportError::PoolExhausted {
+    Err(ExportError::PoolExhausted {
         page_size,
         needed,
-        free: sys::hugetlb::pool(page_size).map_or(0, |pool| pool.free),
-    }
+        free,
+    })
 }
 
 #[cfg(test)]
