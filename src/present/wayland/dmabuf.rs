@@ -157,9 +157,9 @@ pub struct DmaBufPresenter {
 }
 
 impl DmaBufPresenter {
-    /// Connects to the compositor of [`PresenterOptions::socket`] and opens the window. Fails with
-    /// [`PresentError::MissingGlobal`] when the compositor has no `zwp_linux_dmabuf_v1`
-    /// (v3 or later).
+    /// Connects to the compositor of [`PresenterOptions::socket`] and opens the window.
+    /// Fails with [`PresentError::MissingGlobal`] when the compositor has no
+    /// `zwp_linux_dmabuf_v1` (v3 or later).
     pub fn connect(options: PresenterOptions) -> Result<Self, PresentError> {
         let (conn, globals, queue, qh) = window::open::<App>(options.socket.as_deref())?;
         let dmabuf = DmabufState::new(&globals, &qh);
